@@ -15,7 +15,7 @@ import sys
 
 
 # Modules with a ``register(subparsers)`` function that adds further subcommands.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["semifer.predict.cli"]
 
 
 def _train(args) -> int:

@@ -5,8 +5,10 @@ declares the unlabelled views it needs in ``views`` (name in the batch -> transf
 its loss in ``step`` and never calls backward.
 
 Batch keys: ``x`` [B, C, H, W] labelled weak view, ``y`` [B] labels, and one key per entry of
-``views`` for the unlabelled batch (e.g. ``u_w``, ``u_s``), plus ``u_idx`` (indices of the
-unlabelled items in the train split, for per-sample state such as FlexMatch's).
+``views`` for the unlabelled batch (e.g. ``u_w``, ``u_s``), plus ``x_idx`` and ``u_idx`` (indices
+of the labelled / unlabelled items in the train split, for per-sample state such as FlexMatch's)
+and ``u_true`` (the hidden true labels of the unlabelled batch: for diagnostics only, never in a
+loss).
 """
 from __future__ import annotations
 
@@ -50,6 +52,14 @@ class Algorithm(nn.Module, abc.ABC):
     @abc.abstractmethod
     def step(self, model: nn.Module, batch: dict, step: int, teacher: nn.Module | None = None) -> StepOutput:
         """The loss on one batch (the engine does backward and the optimiser step)."""
+
+    def setup(self, model: nn.Module) -> None:
+        """Called once with the (unwrapped) model before the optimiser is built: create
+        parameters that depend on it (e.g. a projection head sized to the feature width)."""
+
+    def setup_data(self, data) -> None:
+        """Called once with the prepared data (``semifer.data.prepare.Prepared``): per-image
+        properties an algorithm needs, such as face boxes, indexed by ``batch["x_idx"]``."""
 
     def sync(self) -> None:
         """Called after the optimiser step: all-reduce state that drives thresholds (DDP)."""

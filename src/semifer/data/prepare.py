@@ -11,7 +11,7 @@ import numpy as np
 
 from semifer.data import protocols
 from semifer.data.base import DataError, Split, open_split
-from semifer.data.cache import decode_split
+from semifer.data.cache import cache_key, decode_split
 
 
 @dataclass
@@ -29,6 +29,8 @@ class Prepared:
     test_name: str
     errors: list[tuple[str, str]]  # unreadable images (train and test)
     flipped: np.ndarray            # indices whose label was flipped by label noise
+    cache_dir: str = ""            # where the decoded arrays live (per-image caches go beside them)
+    train_cache_key: str = ""      # key of the decoded train array in cache_dir
 
 
 def _open_test(cfg, train: Split) -> Split:
@@ -97,4 +99,5 @@ def prepare(cfg, is_main: bool = True, barrier=lambda: None) -> Prepared:
         train_labels, flipped = protocols.flip_labels(labels, labelled, cfg.label_noise, len(train.classes), cfg.seed)
 
     return Prepared(train.classes, channels, train.ids, tr.images, train_labels, labels, labelled,
-                    unlabelled, test_images, test_labels, test_name, tr.errors + test_errors, flipped)
+                    unlabelled, test_images, test_labels, test_name, tr.errors + test_errors, flipped,
+                    cfg.cache_dir, cache_key(train, cfg.size, channels))

@@ -265,6 +265,7 @@ def _bezier(p0, p1, p2, n: int = 7) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def _unit_arc(a0: float, a1: float, n: int) -> np.ndarray:
+    """Unit-circle points from a0 to a1 degrees, cached: the same few arcs are drawn every time."""
     t = np.radians(np.linspace(a0, a1, n))
     return np.stack([np.cos(t), np.sin(t)], 1)
 

@@ -176,7 +176,10 @@ def train(cfg: Config) -> dict:
     model = build_model(cfg.model, len(data.classes), data.channels, dc.size).to(d.device)
     algo_opts = {k: v for k, v in cfg.algorithm.items() if k != "name"}
     algo = create_algorithm(cfg.algorithm.get("name", "supervised"), len(data.classes), tc.iterations,
-                            len(data.train_ids), **algo_opts).to(d.device)
+                            len(data.train_ids), **algo_opts)
+    algo.setup(model)
+    algo.setup_data(data)
+    algo.to(d.device)
     use_ema = tc.ema > 0 or algo.uses_teacher
     ema = None
     if use_ema:
@@ -269,6 +272,7 @@ def train(cfg: Config) -> dict:
             li = lb_stream.next()
             batch = _views(data.train_images, li, {"x": "weak"}, aug_gen, dc, d.device)
             batch["y"] = torch.from_numpy(data.train_labels[li]).to(d.device)
+            batch["x_idx"] = torch.from_numpy(li).to(d.device)
             if semi:
                 ui = ub_stream.next()
                 batch.update(_views(data.train_images, ui, algo.views, aug_gen, dc, d.device))

@@ -1,0 +1,131 @@
+"""``Predictor``: a trained checkpoint plus a face detector, answering one row per face.
+
+    p = Predictor.from_checkpoint("runs/fer2013")
+    for face in p.predict(["a.jpg", pil_image, array]):
+        print(face.name, face.box, face.label, face.probs["happy"])
+
+Inputs are prepared exactly as the checkpoint's training data was (its metadata gives the
+size, the channel count and the normalisation; resizing and gray conversion are the training
+cache's own function), so a model never sees differently prepared pixels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from semifer.data.cache import _fit as fit_to_model  # the resize/convert that built the training cache
+from semifer.data.faces import Face, create_detector, crop_face, detect_faces
+from semifer.data.transforms import normalize
+from semifer.engine.model_io import load_model
+from semifer.predict.inputs import as_items, image_name, to_rgb
+
+
+@dataclass
+class FacePrediction:
+    """One face of one input image."""
+
+    image: int                          # index of the input image (or frame) it came from
+    name: str                           # the input's path, or "#<index>"
+    face: int                           # index of the face in that image, most confident first
+    box: tuple[int, int, int, int]      # x, y, w, h in the input's pixels
+    score: float | None                 # detector confidence; None when detection was off
+    probs: dict[str, float]             # class name -> probability, in the model's class order
+    label: str                          # the most probable class
+    landmarks: tuple[tuple[float, float], ...] | None = None  # when the detector gives them
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Predictor:
+    """Detect faces, crop them with ``margin``, classify them in batches.
+
+    ``detector``: a registered detector name (built on first use, so ``detect=False`` never
+    needs one), a detector object with ``detect(rgb) -> list[Face]``, or None (no detection).
+    Images are shrunk to ``max_side`` for detection only; crops come from full resolution."""
+
+    def __init__(self, model: torch.nn.Module, meta: dict, device: str | torch.device = "cpu",
+                 detector: Any = "auto", margin: float = 0.2, max_side: int = 1280, **detector_kw):
+        self.model, self.meta = model.eval(), meta
+        self.device = resolve_device(device)
+        self.model.to(self.device)
+        self.classes: list[str] = list(meta["classes"])
+        self.margin, self.max_side = margin, max_side
+        self._detector, self._detector_kw = detector, detector_kw
+
+    @classmethod
+    def from_checkpoint(cls, path: str, device: str = "auto", detector: Any = "auto",
+                        weights: str = "auto", **kw) -> "Predictor":
+        """Load a run folder or .safetensors file (``weights``: "auto", "ema" or "model").
+        Further keywords go to the constructor: ``margin``, ``max_side``, and detector options
+        such as ``min_score`` or ``model_path``."""
+        dev = resolve_device(device)
+        model, meta = load_model(path, weights=weights, device=dev)
+        return cls(model, meta, dev, detector, **kw)
+
+    @property
+    def detector(self):
+        """The face detector, built from its name on first use."""
+        if isinstance(self._detector, str):
+            self._detector = create_detector(self._detector, **self._detector_kw)
+        if self._detector is None:
+            raise ValueError("this Predictor has no face detector; pass detect=False for crops")
+        return self._detector
+
+    def find_faces(self, rgb: np.ndarray) -> list[Face]:
+        """Faces of an RGB uint8 image, most confident first."""
+        return sorted(detect_faces(self.detector, rgb, self.max_side), key=lambda f: -f.score)
+
+    def prepare(self, crops: list[np.ndarray]) -> torch.Tensor:
+        """RGB uint8 crops [h, w, 3] of any size -> normalised float [N, C, S, S] on the device."""
+        size, chans = self.meta["size"], self.meta["in_chans"]
+        x = np.stack([fit_to_model(c, size, chans) for c in crops])            # [N, S, S, C]
+        x = torch.from_numpy(x).to(self.device).permute(0, 3, 1, 2)             # [N, C, S, S]
+        return normalize(x, self.meta["mean"], self.meta["std"])
+
+    @torch.inference_mode()
+    def classify(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Class probabilities [N, K] for RGB uint8 face crops."""
+        _, logits = self.model(self.prepare(crops))
+        return torch.softmax(logits.float(), 1).cpu().numpy()
+
+    def predict(self, images: Any, detect: bool = True, batch_size: int = 64) -> list[FacePrediction]:
+        """One image or many (paths, PIL images, numpy arrays, uint8/uint16 tensors) -> one
+        prediction per face. ``detect=False``: each input is one already-cropped face."""
+        return list(self.iter_predict(images, detect, batch_size))
+
+    def crops(self, rgb: np.ndarray, detect: bool = True) -> list[tuple[Face | None, np.ndarray]]:
+        """(face, crop) per face of an RGB uint8 image; with ``detect=False`` the whole image
+        is the one crop and the face is None."""
+        if not detect:
+            return [(None, rgb)]
+        return [(f, crop_face(rgb, f.box, self.margin)) for f in self.find_faces(rgb)]
+
+    def iter_predict(self, images: Any, detect: bool = True,
+                     batch_size: int = 64) -> Iterator[FacePrediction]:
+        """Lazy :meth:`predict`: reads inputs one by one and classifies every ``batch_size``
+        faces, so an iterator of frames or paths runs in constant memory."""
+        pending: list[tuple] = []   # (image, name, face index, Face | None, crop, image shape)
+        for i, item in enumerate(as_items(images)):
+            rgb = to_rgb(item)
+            for j, (f, crop) in enumerate(self.crops(rgb, detect)):
+                pending.append((i, image_name(item, i), j, f, crop, rgb.shape))
+            while len(pending) >= batch_size:
+                yield from self._flush(pending[:batch_size])
+                pending = pending[batch_size:]
+        if pending:
+            yield from self._flush(pending)
+
+    def _flush(self, pending: list[tuple]) -> Iterator[FacePrediction]:
+        probs = self.classify([p[4] for p in pending])
+        for (i, name, j, f, _, shape), p in zip(pending, probs):
+            box = (0, 0, shape[1], shape[0]) if f is None else f.box
+            yield FacePrediction(i, name, j, box, None if f is None else f.score,
+                                 dict(zip(self.classes, p.tolist())), self.classes[int(p.argmax())],
+                                 None if f is None else f.landmarks)
