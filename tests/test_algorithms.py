@@ -218,7 +218,7 @@ def test_freematch_fairness_loss():
 
 # options that let every unlabelled image pass its threshold, so the unsupervised term is live
 OPEN = {"fixmatch": {"tau": 0.0}, "pseudo_label": {"tau": 0.0}, "ema_teacher": {"tau": 0.0},
-        "flexmatch": {"tau": 0.0}}
+        "flexmatch": {"tau": 0.0}, "sitfer": {"tau": 0.0, "text_encoder": "random", "text_dim": 16}}
 SEMI = [n for n in ALGORITHMS.names() if ALGORITHMS.get(n).views]
 
 

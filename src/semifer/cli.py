@@ -15,7 +15,7 @@ import sys
 
 
 # Modules with a ``register(subparsers)`` function that adds further subcommands.
-COMMAND_MODULES: list[str] = ["semifer.predict.cli"]
+COMMAND_MODULES: list[str] = ["semifer.predict.cli", "semifer.analysis.cli", "semifer.ssl.cli"]
 
 
 def _train(args) -> int:
@@ -39,7 +39,7 @@ def _eval(args) -> int:
     from semifer.data.base import open_split
     from semifer.data.cache import decode_split
     from semifer.engine.evaluate import predict_probs, write_eval
-    from semifer.engine.model_io import load_model
+    from semifer.engine.model_io import load_fused_model, load_model
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, meta = load_model(args.checkpoint, weights=args.weights, device=device)
@@ -54,6 +54,11 @@ def _eval(args) -> int:
     metrics = write_eval(out, probs, labels[keep], meta["classes"], name="metrics", extra={
         "data": args.data, "split": args.split, "skipped_unreadable": int((~dec.ok).sum()),
         "skipped_classes_not_trained": skipped_classes})
+    fused, _ = load_fused_model(args.checkpoint, device=device)
+    if fused is not None:  # the algorithm's own predictor (SIT-FER's fusion), beside the classifier
+        fprobs = predict_probs(fused, np.asarray(dec.images[np.flatnonzero(keep)]), device, meta["mean"], meta["std"])
+        fm = write_eval(out, fprobs, labels[keep], meta["classes"], name="metrics_fused")
+        metrics.update(fused_accuracy=fm["accuracy"], fused_macro_f1=fm["macro_f1"])
     print(json.dumps(metrics, indent=2))
     print(f"confusion matrix and reliability diagram written to {out}", file=sys.stderr)
     return 0

@@ -64,6 +64,18 @@ class Algorithm(nn.Module, abc.ABC):
     def sync(self) -> None:
         """Called after the optimiser step: all-reduce state that drives thresholds (DDP)."""
 
+    def export_predictor(self) -> tuple[dict[str, torch.Tensor], dict] | None:
+        """A predictor beyond the classifier (e.g. SIT-FER's fused one), saved with every
+        checkpoint: (tensors, stored as ``algo.*``; JSON options, stored in the metadata). None
+        when the classifier alone predicts."""
+        return None
+
+    @classmethod
+    def load_predictor(cls, tensors: dict[str, torch.Tensor], options: dict) -> nn.Module:
+        """Rebuild what ``export_predictor`` saved: a module mapping the model's ``(feat, logits)``
+        to class probabilities [B, K]."""
+        raise NotImplementedError(f"{cls.__name__} exports no predictor")
+
 
 def create_algorithm(name: str, num_classes: int, total_steps: int = 1, num_unlabelled: int = 0,
                      **options) -> Algorithm:

@@ -80,10 +80,51 @@ def model_meta(cfg, data, algo) -> dict:
     }
 
 
-def load_model(path: str, weights: str = "auto", device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+def temperature_path(weights_file: str) -> str:
+    """Where ``semifer calibrate`` stores the fitted temperature of a weights file."""
+    return weights_file.removesuffix(".safetensors") + ".temperature.json"
+
+
+def weights_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """Short hash of the head, so a temperature fitted before training went on is not applied."""
+    import hashlib
+
+    return hashlib.sha1(b"".join(state[k].float().cpu().numpy().tobytes() for k in sorted(state)
+                                 if k.startswith("head."))).hexdigest()[:16]
+
+
+def _apply_temperature(model: torch.nn.Module, file: str, which: str, state: dict, meta: dict) -> None:
+    """Fold a fitted temperature T into the head (W / T, b / T, so logits / T everywhere: eval,
+    Predictor, ONNX export); skipped with a note when it was fitted on other weights."""
+    import json
+    import os
+    import sys
+
+    path = temperature_path(file)
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        cal = json.load(f)
+    if cal.get("weights") != which or cal.get("fingerprint") != weights_fingerprint(state):
+        print(f"note: {path} was fitted on other weights ({cal.get('weights')}, before the last save?); "
+              f"not applied. Run `semifer calibrate` again", file=sys.stderr)
+        return
+    t = float(cal["temperature"])
+    with torch.no_grad():
+        model.head.weight.div_(t)
+        if model.head.bias is not None:
+            model.head.bias.div_(t)
+    meta["temperature"] = t
+    print(f"note: probabilities calibrated with temperature {t:.3f} from {path}", file=sys.stderr)
+
+
+def load_model(path: str, weights: str = "auto", device: str | torch.device = "cpu",
+               calibrated: bool = True) -> tuple[torch.nn.Module, dict]:
     """Rebuild a trained model from a run folder or .safetensors file -> (model in eval mode, meta).
 
-    ``weights``: "auto" (what the run evaluated: EMA or raw), "ema" or "model"."""
+    ``weights``: "auto" (what the run evaluated: EMA or raw), "ema" or "model". ``calibrated``:
+    apply the temperature ``semifer calibrate`` stored beside the weights, if any
+    (``meta["temperature"]`` then holds it)."""
     file = ckpt.find_weights(path, "last")
     tensors, meta = ckpt.load_weights(file)
     if "classes" not in meta:
@@ -95,4 +136,39 @@ def load_model(path: str, weights: str = "auto", device: str | torch.device = "c
     model = _create_with_addons(meta["model"], meta.get("model_options", {}), num_classes=len(meta["classes"]),
                                 in_chans=meta["in_chans"])
     model.load_state_dict(state)
+    if calibrated:
+        _apply_temperature(model, file, which, state, meta)
     return model.to(device).eval(), meta
+
+
+class FusedModel(torch.nn.Module):
+    """A model plus an algorithm's exported predictor (e.g. SIT-FER's fused one). ``forward``
+    returns ``(feat, log p)``, so everything that softmaxes a model's logits (evaluation,
+    prediction) gets the predictor's probabilities p."""
+
+    def __init__(self, model: torch.nn.Module, predictor: torch.nn.Module):
+        super().__init__()
+        self.model, self.predictor = model, predictor
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feat, logits = self.model(x)
+        return feat, self.predictor(feat, logits).clamp_min(1e-12).log()
+
+
+def load_predictor(algorithm: str, tensors: dict[str, torch.Tensor], options: dict) -> torch.nn.Module:
+    from semifer.algorithms import ALGORITHMS
+
+    return ALGORITHMS.get(algorithm).load_predictor(tensors, options)
+
+
+def load_fused_model(path: str, device: str | torch.device = "cpu") -> tuple[FusedModel | None, dict]:
+    """The run's fused predictor on the weights it was built with (``meta["predictor_weights"]``)
+    -> (FusedModel in eval mode, meta), or (None, meta) when the algorithm saved none."""
+    file = ckpt.find_weights(path, "last")
+    tensors, meta = ckpt.load_weights(file)
+    algo = ckpt.split_prefix(tensors, "algo.")
+    if not algo or "predictor" not in meta:
+        return None, meta
+    model, meta = load_model(file, weights=meta.get("predictor_weights", "model"), device=device, calibrated=False)
+    predictor = load_predictor(meta["algorithm"], algo, meta["predictor"])
+    return FusedModel(model, predictor.to(device)).eval(), meta

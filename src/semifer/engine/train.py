@@ -25,7 +25,7 @@ from semifer.data.transforms import normalize, strong_view, weak_view
 from semifer.engine import checkpoint as ckpt
 from semifer.engine.distributed import Dist, cleanup, init_distributed
 from semifer.engine.evaluate import autocast, predict_probs, write_eval
-from semifer.engine.model_io import build_model, model_meta
+from semifer.engine.model_io import FusedModel, build_model, model_meta
 from semifer.engine.schedule import warmup_cosine
 
 
@@ -232,7 +232,12 @@ def train(cfg: Config) -> dict:
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         if ema is not None:
             tensors.update({f"ema.{k}": v for k, v in ema.module.state_dict().items()})
-        ckpt.save_weights(os.path.join(run, "ckpt", f"{tag}.safetensors"), tensors, {**meta, "step": step})
+        extra = {}
+        exported = algo.export_predictor()   # e.g. SIT-FER's fused predictor, built on the raw weights
+        if exported is not None:
+            tensors.update({f"algo.{k}": v for k, v in exported[0].items()})
+            extra = {"predictor": exported[1], "predictor_weights": "model"}
+        ckpt.save_weights(os.path.join(run, "ckpt", f"{tag}.safetensors"), tensors, {**meta, **extra, "step": step})
         if tag == "last":
             ckpt.save_state(os.path.join(run, "ckpt", "last_state.pt"), {
                 "step": step, "best": best, "optimizer": optimizer.state_dict(),
@@ -363,11 +368,18 @@ def train(cfg: Config) -> dict:
             "best_eval_accuracy": best["accuracy"], "best_eval_step": best["step"],
             "world_size": d.world, "device": str(d.device), "config": to_dict(cfg),
         })
+        exported = algo.export_predictor()
+        if exported is not None:  # the algorithm's own predictor, beside the classifier-only numbers
+            fused = FusedModel(model, algo.load_predictor(*exported).to(d.device))
+            fprobs = predict_probs(fused, data.test_images, d.device, dc.mean, dc.std, tc.eval_batch_size, amp)
+            fm = write_eval(run, fprobs, data.test_labels, data.classes, name="test_fused")
+            summary.update(fused_accuracy=fm["accuracy"], fused_macro_f1=fm["macro_f1"])
         with open(os.path.join(run, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         writer.close()
         print(f"{run}: test accuracy {summary['accuracy']:.4f}, macro-F1 {summary['macro_f1']:.4f} "
-              f"({summary['num_images']} images), {wall / 60:.1f} min")
+              f"({summary['num_images']} images), {wall / 60:.1f} min"
+              + (f"; fused predictor {summary['fused_accuracy']:.4f}" if "fused_accuracy" in summary else ""))
     d.barrier()
     cleanup()
     return summary

@@ -1,0 +1,240 @@
+"""``semifer kfold|explain|attack|calibrate|report`` (added to the main CLI through ``register``).
+
+    semifer kfold --config RECIPE --folds 5 [--data SPEC] [--out DIR] [key=value ...]
+    semifer explain --checkpoint RUN --input IMAGE|FOLDER|SPEC [--out DIR] [--layer NAME]
+    semifer attack --checkpoint RUN --data SPEC --eps 0,0.02,...,0.1 --region focused,unfocused,all
+    semifer calibrate --checkpoint RUN --data SPEC --split val
+    semifer report RUN_DIR ... [--out report.html]
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+
+
+def register(sub) -> None:
+    k = sub.add_parser("kfold", help="K-fold cross-validation: one run per fold, mean ± std table")
+    k.add_argument("--config", help="YAML recipe (see recipes/)")
+    k.add_argument("--folds", type=int, default=5)
+    k.add_argument("--data", help="dataset spec whose train split is folded (= data.train=...)")
+    k.add_argument("--out", help="folder of the fold runs and the table (default: the config's out)")
+    k.add_argument("overrides", nargs="*", help="key=value overrides, as for `semifer train`")
+    k.set_defaults(func=_kfold)
+
+    e = sub.add_parser("explain", help="Grad-CAM overlays of a trained model's predictions")
+    _model_args(e)
+    e.add_argument("--input", required=True, help="face image, folder of face crops, or dataset spec")
+    e.add_argument("--split", default="test", help="split of a dataset spec --input")
+    e.add_argument("--limit", type=int, default=32, help="at most this many images of a folder or spec (0 = all)")
+    e.add_argument("--layer", default="", help="module whose output is weighed (default: last map / ViT block)")
+    e.add_argument("--target", default="pred", help="class explained: pred, true (spec inputs) or a class name")
+    e.add_argument("--size", type=int, default=192, help="overlay size in px (faces are small)")
+    e.add_argument("--out", help="output folder (default RUN/explain)")
+    e.set_defaults(func=_explain)
+
+    a = sub.add_parser("attack", help="FGSM restricted to Grad-CAM-focused or unfocused pixels")
+    _model_args(a)
+    a.add_argument("--data", required=True, help="dataset spec, e.g. fer2013:/data/fer2013")
+    a.add_argument("--split", default="test")
+    a.add_argument("--eps", default="0,0.02,...,0.1",
+                   help="perturbation sizes in [0, 1] pixel units (0.02 = 5.1 grey levels), before normalisation")
+    a.add_argument("--region", default="focused,unfocused,all", help="focused, unfocused, all, or a comma list")
+    a.add_argument("--threshold", type=float, default=0.3,
+                   help="focused = Grad-CAM > threshold (maps scaled to [0, 1])")
+    a.add_argument("--layer", default="")
+    a.add_argument("--limit", type=int, default=0, help="seeded random subset of this many images (0 = all)")
+    a.add_argument("--out", help="output folder (default RUN/attack)")
+    a.set_defaults(func=_attack)
+
+    c = sub.add_parser("calibrate", help="fit a temperature on a validation split, store it with the checkpoint")
+    _model_args(c)
+    c.add_argument("--data", required=True, help="labelled validation data (not the test set)")
+    c.add_argument("--split", default="val")
+    c.add_argument("--holdout", type=float, default=0.5,
+                   help="share of --data kept out of the fit to report ECE/NLL after scaling (0 = none)")
+    c.add_argument("--limit", type=int, default=0, help="seeded random subset of this many images (0 = all)")
+    c.add_argument("--remove", action="store_true", help="delete a stored temperature instead")
+    c.set_defaults(func=_calibrate)
+
+    r = sub.add_parser("report", help="one HTML page comparing run folders side by side")
+    r.add_argument("runs", nargs="+", help="run folders (training runs, K-fold folders)")
+    r.add_argument("--out", default="report.html")
+    r.add_argument("--title", default="semifer report")
+    r.set_defaults(func=_report)
+
+
+def _model_args(p) -> None:
+    p.add_argument("--checkpoint", required=True, help="run folder or .safetensors file")
+    p.add_argument("--weights", default="auto", choices=["auto", "ema", "model"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cache-dir", default=".cache/semifer")
+
+
+def _device(name: str):
+    import torch
+
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+
+
+def _default_out(checkpoint: str, name: str) -> str:
+    return os.path.join(checkpoint if os.path.isdir(checkpoint) else os.path.dirname(checkpoint) or ".", name)
+
+
+def _kfold(args) -> int:
+    from semifer.analysis.kfold import markdown_table, run_kfold
+    from semifer.config import load_config
+
+    overrides = list(args.overrides) + ([f"data.train={args.data}"] if args.data else [])
+    out = args.out or load_config(args.config, overrides).out
+    table = run_kfold(args.config, overrides, args.folds, out)
+    if table.get("interrupted"):
+        print(f"interrupted in fold {table['fold']}; run the same command again to continue", file=sys.stderr)
+        return 130
+    print(markdown_table(table))
+    print(f"table written to {out}/kfold.md and {out}/kfold.json", file=sys.stderr)
+    return 0
+
+
+def _image_inputs(spec: str, meta: dict, args):
+    """(uint8 images [N, S, S, C], labels or None, names) from an image, a folder or a dataset spec."""
+    import numpy as np
+
+    from semifer.analysis.data import model_arrays
+    from semifer.data.cache import _fit as fit_to_model
+    from semifer.predict.inputs import to_rgb
+    from semifer.predict.run import expand_input
+
+    if os.path.exists(spec):
+        files, root = expand_input(spec)
+        files = files[:args.limit] if args.limit > 0 else files
+        images = np.stack([fit_to_model(to_rgb(f), meta["size"], meta["in_chans"]) for f in files])
+        return images, None, [os.path.relpath(f, root) if root else os.path.basename(f) for f in files]
+    if ":" not in spec:
+        raise FileNotFoundError(f"--input {spec!r} is neither an existing image/folder nor a dataset spec (name:path)")
+    images, labels, ids = model_arrays(spec, meta, args.split, args.cache_dir, args.limit)
+    return images, labels, ids
+
+
+def _explain(args) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from semifer.analysis.cam import grad_cam, overlay
+    from semifer.engine.model_io import load_model
+
+    device = _device(args.device)
+    model, meta = load_model(args.checkpoint, weights=args.weights, device=device)
+    images, labels, names = _image_inputs(args.input, meta, args)
+    classes = list(meta["classes"])
+    if args.target == "pred":
+        targets = None
+    elif args.target == "true":
+        if labels is None:
+            raise ValueError("--target true needs a dataset spec --input (files carry no label)")
+        targets = labels
+    elif args.target in classes:
+        targets = np.full(len(images), classes.index(args.target))
+    else:
+        raise ValueError(f"--target {args.target!r}: expected pred, true or one of {classes}")
+    cams, logits = grad_cam(model, images, meta["mean"], meta["std"], targets, args.layer, device=device)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    out = args.out or _default_out(args.checkpoint, "explain")
+    os.makedirs(out, exist_ok=True)
+    panels = []
+    with open(os.path.join(out, "explain.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "input", "true", "predicted", "probability", "explained", "focused_share"])
+        for i, (img, cam) in enumerate(zip(images, cams)):
+            pred = int(probs[i].argmax())
+            explained = pred if targets is None else int(targets[i])
+            panel = overlay(img, cam, args.size)
+            fname = f"cam_{i:04d}_{classes[explained]}.png"
+            Image.fromarray(panel).save(os.path.join(out, fname))
+            panels.append(panel)
+            w.writerow([fname, names[i], classes[labels[i]] if labels is not None else "", classes[pred],
+                        f"{probs[i, pred]:.4f}", classes[explained], f"{(cam > 0.3).mean():.3f}"])
+    grid = _grid(panels[:16])
+    Image.fromarray(grid).save(os.path.join(out, "examples.png"))
+    print(f"{len(images)} Grad-CAM overlays (image | map of the explained class) written to {out}; "
+          f"examples.png holds the first {min(16, len(panels))}")
+    return 0
+
+
+def _grid(panels: list, cols: int = 4):
+    import numpy as np
+
+    h, w, _ = panels[0].shape
+    rows = (len(panels) + cols - 1) // cols
+    grid = np.full((rows * h, min(cols, len(panels)) * w, 3), 255, dtype=np.uint8)
+    for i, p in enumerate(panels):
+        grid[(i // cols) * h:(i // cols + 1) * h, (i % cols) * w:(i % cols + 1) * w] = p
+    return grid
+
+
+def _attack(args) -> int:
+    from semifer.analysis.attack import REGIONS, fgsm_accuracy, parse_eps
+    from semifer.analysis.data import model_arrays
+    from semifer.engine.model_io import load_model
+
+    eps = parse_eps(args.eps)
+    regions = [r.strip() for r in args.region.split(",") if r.strip()]
+    bad = [r for r in regions if r not in REGIONS]
+    if bad or not regions:
+        raise ValueError(f"--region {args.region!r}: expected one or more of {', '.join(REGIONS)}")
+    device = _device(args.device)
+    model, meta = load_model(args.checkpoint, weights=args.weights, device=device)
+    images, labels, _ = model_arrays(args.data, meta, args.split, args.cache_dir, args.limit)
+    results = [fgsm_accuracy(model, images, labels, eps, r, meta["mean"], meta["std"], args.threshold,
+                             args.layer, device=device) for r in regions]
+    out = args.out or _default_out(args.checkpoint, "attack")
+    os.makedirs(out, exist_ok=True)
+    record = {"checkpoint": args.checkpoint, "data": args.data, "split": args.split, "eps_units": "[0, 1] pixels",
+              "results": results}
+    lines = ["| region (share of pixels) | " + " | ".join(f"eps {e:g}" for e in eps) + " |",
+             "|---|" + "---|" * len(eps)]
+    lines += [f"| {r['region']} ({100 * r['region_share']:.0f}%) | " +
+              " | ".join(f"{100 * a:.2f}" for a in r["accuracy"]) + " |" for r in results]
+    with open(os.path.join(out, "fgsm.json"), "w") as f:
+        json.dump(record, f, indent=2)
+    with open(os.path.join(out, "fgsm.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"FGSM accuracy % on {len(labels)} images of {args.data} ({args.split}); eps in [0, 1] pixel units")
+    print("\n".join(lines))
+    print(f"written to {out}/fgsm.json and fgsm.md", file=sys.stderr)
+    return 0
+
+
+def _calibrate(args) -> int:
+    from semifer.analysis.calibration import calibrate
+    from semifer.analysis.data import model_arrays
+    from semifer.engine import checkpoint as ckpt
+    from semifer.engine.model_io import load_model, temperature_path
+
+    path = temperature_path(ckpt.find_weights(args.checkpoint, "last"))
+    if args.remove:
+        if os.path.exists(path):
+            os.remove(path)
+        print(f"removed {path}" if not os.path.exists(path) else f"could not remove {path}")
+        return 0
+    device = _device(args.device)
+    _, meta = load_model(args.checkpoint, weights=args.weights, calibrated=False)
+    images, labels, _ = model_arrays(args.data, meta, args.split, args.cache_dir, args.limit)
+    result = calibrate(args.checkpoint, images, labels, args.weights, args.holdout, device=device,
+                       info={"data": args.data, "split": args.split})
+    print(json.dumps(result, indent=2))
+    rep = result.get("holdout", result["fit"])
+    print(f"T = {result['temperature']:.3f}: ECE {rep['ece_before']:.4f} -> {rep['ece_after']:.4f}, "
+          f"NLL {rep['nll_before']:.4f} -> {rep['nll_after']:.4f} on {rep['num_images']} "
+          f"{'held-out' if 'holdout' in result else 'fitted'} images; stored in {result['path']}", file=sys.stderr)
+    return 0
+
+
+def _report(args) -> int:
+    from semifer.analysis.report import write_report
+
+    out = write_report(args.runs, args.out, args.title)
+    print(f"report written to {out}")
+    return 0

@@ -1,0 +1,47 @@
+"""Subcommands ``semifer pretrain`` (MAE, SSFER stage I) and ``semifer pipeline ssfer`` (I -> II -> III).
+
+    semifer pretrain --config recipes/x.yaml --data SPEC[,SPEC|images:/folder] --out DIR key=value ...
+    semifer pipeline ssfer --config recipes/ssfer_fer2013_cpu.yaml --data SPEC --out DIR key=value ...
+"""
+from __future__ import annotations
+
+
+def _pretrain(args) -> int:
+    from semifer.ssl.pretrain import load_pretrain_config, pretrain
+
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.insert(0, f"data.sources={args.data}")
+    if args.out:
+        overrides.insert(0, f"out={args.out}")
+    summary = pretrain(load_pretrain_config(args.config, overrides))
+    return 130 if summary.get("interrupted") else 0
+
+
+def _pipeline(args) -> int:
+    from semifer.ssl.pipeline import load_recipe, run_ssfer
+
+    recipe = load_recipe(args.config, args.data, list(args.overrides))
+    run_ssfer(recipe, args.out, encoder=args.encoder)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("pretrain", help="MAE pre-training of a ViT encoder on unlabelled images (SSFER stage I)")
+    p.add_argument("--config", help="YAML recipe with sections data, model, mae, train")
+    p.add_argument("--data", help="comma-separated sources: dataset specs (train split) or images:/folder "
+                                  "(= data.sources=...)")
+    p.add_argument("--out", help="run folder (= out=...)")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. train.iterations=2000 mae.norm_pix_loss=false")
+    p.set_defaults(func=_pretrain)
+
+    pl = sub.add_parser("pipeline", help="a whole method in one resumable run folder")
+    methods = pl.add_subparsers(dest="method", required=True)
+    s = methods.add_parser("ssfer", help="SSFER: MAE pre-training -> FaceMix -> EMA teacher")
+    s.add_argument("--config", help="YAML recipe with sections shared, pretrain, finetune, semi")
+    s.add_argument("--data", help="dataset spec (= data.train=...; also stage I's source unless set)")
+    s.add_argument("--out", required=True, help="run folder holding one folder per stage")
+    s.add_argument("--encoder", help="skip stage I and start stage II from this encoder checkpoint")
+    s.add_argument("overrides", nargs="*",
+                   help="pretrain.K=V / finetune.K=V / semi.K=V for one stage; K=V for stages II and III")
+    s.set_defaults(func=_pipeline)

@@ -1,0 +1,149 @@
+"""Masked autoencoder (He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022),
+SSFER's stage I (methods.md section 1).
+
+The encoder IS the classifier's backbone: a timm ``VisionTransformer`` (semifer's ``vit_*_p8`` or
+any timm ViT), used through its own ``patch_embed``, ``cls_token``, ``pos_embed``, ``blocks`` and
+``norm``. Its state dict therefore loads unchanged into ``FERClassifier.backbone``
+(``semifer train model.init=...``). The light decoder exists only here and is thrown away.
+
+Symbols: N images, L = (H/p)(W/p) patches, D encoder width, D' decoder width, r mask ratio.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from timm.layers import build_sincos2d_pos_embed
+from timm.models.vision_transformer import Block
+
+
+def patchify(imgs: torch.Tensor, p: int) -> torch.Tensor:
+    """[N, C, H, W] -> [N, L, p*p*C], patches in row-major order, pixels (row, col, channel)."""
+    n, c, h, w = imgs.shape
+    if h % p or w % p:
+        raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {p}")
+    x = imgs.reshape(n, c, h // p, p, w // p, p)
+    return torch.einsum("nchpwq->nhwpqc", x).reshape(n, (h // p) * (w // p), p * p * c)
+
+
+def unpatchify(x: torch.Tensor, p: int, c: int, h: int, w: int) -> torch.Tensor:
+    """Inverse of :func:`patchify`: [N, L, p*p*C] -> [N, C, H, W]."""
+    n = x.shape[0]
+    x = x.reshape(n, h // p, w // p, p, p, c)
+    return torch.einsum("nhwpqc->nchpwq", x).reshape(n, c, h, w)
+
+
+def random_masking(x: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keep a random (1 - r) share of the tokens of each image (per-sample shuffle by argsort of
+    uniform noise, as MAE does).
+
+    x [N, L, D] -> (x_visible [N, L_keep, D], mask [N, L] with 1 = removed, ids_restore [N, L])."""
+    n, length, d = x.shape
+    keep = int(length * (1 - mask_ratio))
+    if keep < 1:
+        raise ValueError(f"mask_ratio={mask_ratio} leaves no visible patch out of {length}")
+    noise = torch.rand(n, length, device=x.device)                  # [N, L]
+    ids_shuffle = noise.argsort(1)                                  # ascending: small = kept
+    ids_restore = ids_shuffle.argsort(1)
+    ids_keep = ids_shuffle[:, :keep]                                # [N, L_keep]
+    x_visible = x.gather(1, ids_keep[:, :, None].expand(-1, -1, d))
+    mask = torch.ones(n, length, device=x.device)
+    mask[:, :keep] = 0
+    return x_visible, mask.gather(1, ids_restore), ids_restore     # mask in the original order
+
+
+class MaskedAutoencoder(nn.Module):
+    """MAE around a ViT ``encoder``. ``forward(imgs)`` -> (loss, pred [N, L, p*p*C], mask [N, L]).
+
+    ``norm_pix_loss``: the target of each patch is its pixels normalised by the patch's own mean
+    and variance (MAE's better setting, and SSFER's paper); False regresses raw pixels (SSFER's
+    released code). The loss is the MSE averaged over masked patches only."""
+
+    def __init__(self, encoder: nn.Module, mask_ratio: float = 0.75, decoder_dim: int = 512,
+                 decoder_depth: int = 8, decoder_heads: int = 16, mlp_ratio: float = 4.0,
+                 norm_pix_loss: bool = True):
+        super().__init__()
+        for need in ("patch_embed", "blocks", "norm", "pos_embed"):
+            if getattr(encoder, need, None) is None:
+                raise ValueError(f"the MAE encoder must be a timm VisionTransformer with {need!r}; "
+                                 f"got {type(encoder).__name__}")
+        if getattr(encoder, "num_reg_tokens", 0) or getattr(encoder, "dynamic_img_size", False):
+            raise ValueError("the MAE encoder must not use register tokens or dynamic image size")
+        self.encoder = encoder
+        self.mask_ratio, self.norm_pix_loss = mask_ratio, norm_pix_loss
+        pe = encoder.patch_embed
+        self.p = pe.patch_size[0]
+        self.grid = tuple(pe.grid_size)
+        self.in_chans = pe.proj.in_channels
+        dim = encoder.embed_dim
+
+        # ---- light decoder (MAE: 8 blocks, width 512, 16 heads) ------------------------------
+        self.decoder_embed = nn.Linear(dim, decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        # Fixed 2-D sin-cos positions for the decoder, as MAE; a zero slot for the class token.
+        pos = build_sincos2d_pos_embed(list(self.grid), decoder_dim)            # [L, D']
+        self.register_buffer("decoder_pos_embed", torch.cat([torch.zeros(1, decoder_dim), pos])[None],
+                             persistent=False)                                    # [1, 1 + L, D']
+        self.decoder_blocks = nn.Sequential(*[Block(decoder_dim, decoder_heads, mlp_ratio, qkv_bias=True)
+                                              for _ in range(decoder_depth)])
+        self.decoder_norm = nn.LayerNorm(decoder_dim)
+        self.decoder_pred = nn.Linear(decoder_dim, self.p * self.p * self.in_chans)
+        nn.init.normal_(self.mask_token, std=0.02)
+        for m in [self.decoder_embed, self.decoder_pred, *self.decoder_blocks.modules()]:
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward_encoder(self, imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Embed, add positions, drop r of the patches, run the encoder on the rest.
+        -> (latent [N, 1 + L_keep, D] with the class token first, mask [N, L], ids_restore [N, L])."""
+        enc = self.encoder
+        x = enc.patch_embed(imgs)                                   # [N, L, D]
+        n_prefix = 0 if enc.no_embed_class else enc.num_prefix_tokens
+        x = x + enc.pos_embed[:, n_prefix:]
+        x, mask, ids_restore = random_masking(x, self.mask_ratio)  # [N, L_keep, D]
+        if enc.cls_token is not None:
+            cls = enc.cls_token + (enc.pos_embed[:, :1] if n_prefix else 0)
+            x = torch.cat([cls.expand(len(x), -1, -1), x], 1)      # [N, 1 + L_keep, D]
+        x = enc.norm(enc.blocks(enc.norm_pre(x)))
+        return x, mask, ids_restore
+
+    def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+        """Visible tokens + mask tokens back in the original order -> pixels [N, L, p*p*C]."""
+        n_prefix = 1 if self.encoder.cls_token is not None else 0
+        x = self.decoder_embed(latent)                              # [N, n_prefix + L_keep, D']
+        n, length = ids_restore.shape
+        masked = self.mask_token.expand(n, length - (x.shape[1] - n_prefix), -1)
+        tokens = torch.cat([x[:, n_prefix:], masked], 1)           # [N, L, D'] shuffled
+        tokens = tokens.gather(1, ids_restore[:, :, None].expand(-1, -1, x.shape[2]))  # unshuffled
+        x = torch.cat([x[:, :n_prefix], tokens], 1) + self.decoder_pos_embed[:, 1 - n_prefix:]
+        x = self.decoder_norm(self.decoder_blocks(x))
+        return self.decoder_pred(x)[:, n_prefix:]                  # [N, L, p*p*C]
+
+    def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """MSE on the masked patches: sum_l mask_l mean_k (pred - target)^2 / sum_l mask_l."""
+        target = patchify(imgs, self.p)                             # [N, L, p*p*C]
+        if self.norm_pix_loss:
+            mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6) ** 0.5
+        loss = ((pred.float() - target) ** 2).mean(-1)              # [N, L]
+        return (loss * mask).sum() / mask.sum()
+
+    def forward(self, imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        latent, mask, ids_restore = self.forward_encoder(imgs)
+        pred = self.forward_decoder(latent, ids_restore)
+        return self.forward_loss(imgs, pred, mask), pred, mask
+
+    @torch.no_grad()
+    def reconstruct(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(masked input, reconstruction with the visible patches pasted back), both [N, C, H, W]
+        in the input's scale; a norm-pix prediction is mapped back with each patch's statistics."""
+        target = patchify(imgs, self.p)
+        pred = pred.float()
+        if self.norm_pix_loss:
+            pred = pred * (target.var(-1, keepdim=True) + 1e-6) ** 0.5 + target.mean(-1, keepdim=True)
+        m = mask[:, :, None]
+        shape = (self.in_chans, *imgs.shape[2:])
+        masked = unpatchify(target * (1 - m) + target.min() * m, self.p, *shape)
+        recon = unpatchify(target * (1 - m) + pred * m, self.p, *shape)
+        return masked, recon

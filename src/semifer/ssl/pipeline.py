@@ -1,0 +1,150 @@
+"""``semifer pipeline ssfer``: SSFER's three stages in one run folder, resumable stage by stage.
+
+    RUN/1_pretrain     MAE on the unlabelled faces (stage I, ``semifer pretrain``)
+    RUN/2_facemix      supervised fine-tuning from the encoder with FaceMix (stage II)
+    RUN/3_ema_teacher  semi-supervised fine-tuning from stage II with an EMA teacher (stage III)
+
+A stage whose ``summary.json`` exists is skipped; one with a checkpoint but no summary is
+resumed; so re-running the same command after an interruption continues where it stopped.
+
+A recipe has four sections: ``shared`` (a ``semifer train`` config applied to stages II and III;
+its data size / channels / normalisation and model are mirrored into stage I so the encoder fits
+the classifier), ``pretrain`` (a ``semifer pretrain`` config), ``finetune`` and ``semi`` (train
+configs of stages II and III). Overrides ``pretrain.K=V``, ``finetune.K=V``, ``semi.K=V`` go to
+one stage; any other ``K=V`` goes to ``shared``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import yaml
+
+from semifer.config import Config, ConfigError, _merge, parse_override, to_dict
+
+STAGES = ("pretrain", "finetune", "semi")
+FOLDERS = {"pretrain": "1_pretrain", "finetune": "2_facemix", "semi": "3_ema_teacher"}
+
+
+def _deep_update(base: dict, extra: dict) -> dict:
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep_update(base[k], v)
+        else:
+            base[k] = copy.deepcopy(v)
+    return base
+
+
+def load_recipe(path: str | None, data: str | None, overrides: list[str]) -> dict[str, dict]:
+    """Recipe sections after overrides: {"shared": ..., "pretrain": ..., "finetune": ..., "semi": ...}."""
+    recipe = {"shared": {}, "pretrain": {}, "finetune": {}, "semi": {}}
+    if path:
+        with open(path) as f:
+            loaded = yaml.safe_load(f) or {}
+        unknown = sorted(set(loaded) - set(recipe))
+        if unknown:
+            raise ConfigError(f"{path}: unknown section {unknown[0]!r}; expected shared, pretrain, finetune, semi")
+        _deep_update(recipe, loaded)
+    if data:
+        _deep_update(recipe["shared"], {"data": {"train": data}})
+    for text in overrides:
+        nested = parse_override(text)
+        (section, body), = nested.items()
+        if section in STAGES:
+            _deep_update(recipe[section], body)
+        else:
+            _deep_update(recipe["shared"], nested)
+    return recipe
+
+
+def stage_configs(recipe: dict[str, dict], run: str, encoder: str | None = None):
+    """Resolved configs of the three stages (PretrainConfig, Config, Config), each validated."""
+    from semifer.ssl.pretrain import PretrainConfig
+
+    shared = Config()
+    _merge(shared, recipe["shared"])
+    sd, sm = shared.data, shared.model
+
+    pre = PretrainConfig()
+    _merge(pre, {"out": os.path.join(run, FOLDERS["pretrain"]),
+                 "data": {"sources": sd.train, "size": sd.size, "channels": sd.channels, "mean": sd.mean,
+                          "std": sd.std, "cache_dir": sd.cache_dir},
+                 "model": {"name": sm.name, "options": dict(sm.options)}})
+    _merge(pre, recipe["pretrain"])
+    for key in ("size", "channels", "mean", "std"):
+        if getattr(pre.data, key) != getattr(sd, key):
+            raise ConfigError(f"pretrain.data.{key}={getattr(pre.data, key)} differs from data.{key}="
+                              f"{getattr(sd, key)}: the encoder must see inputs as the classifier does")
+    if pre.model.name != sm.name:
+        raise ConfigError(f"pretrain.model.name={pre.model.name!r} differs from model.name={sm.name!r}")
+
+    encoder = encoder or os.path.join(pre.out, "encoder.safetensors")
+    finetune = Config()
+    _merge(finetune, copy.deepcopy(recipe["shared"]))
+    _merge(finetune, {"algorithm": {"name": "facemix"}})
+    _merge(finetune, recipe["finetune"])
+    _merge(finetune, {"out": os.path.join(run, FOLDERS["finetune"]), "model": {"init": encoder}})
+
+    semi = Config()
+    _merge(semi, copy.deepcopy(recipe["shared"]))
+    _merge(semi, {"algorithm": {"name": "ema_teacher"}})
+    _merge(semi, recipe["semi"])
+    _merge(semi, {"out": os.path.join(run, FOLDERS["semi"]),
+                  "model": {"init": finetune.out, "init_head": True}})
+    return pre, finetune, semi
+
+
+def _state(folder: str) -> str:
+    if os.path.exists(os.path.join(folder, "summary.json")):
+        return "done"
+    return "resume" if os.path.exists(os.path.join(folder, "ckpt", "last_state.pt")) else "new"
+
+
+def run_ssfer(recipe: dict[str, dict], run: str, encoder: str | None = None) -> list[dict]:
+    """Run (or skip / resume) the three stages; print and write ``RUN/summary.json``."""
+    from semifer.engine.train import train
+    from semifer.ssl.pretrain import pretrain
+
+    pre, finetune, semi = stage_configs(recipe, run, encoder)
+    os.makedirs(run, exist_ok=True)
+    with open(os.path.join(run, "pipeline.yaml"), "w") as f:
+        yaml.safe_dump({"pretrain": to_dict(pre) if not encoder else {"encoder": encoder},
+                        "finetune": to_dict(finetune), "semi": to_dict(semi)}, f, sort_keys=False)
+
+    jobs = ([] if encoder else [("I", "pretrain", pre, pretrain)]) + [
+        ("II", "finetune", finetune, train), ("III", "semi", semi, train)]
+    for roman, _, cfg, fn in jobs:
+        state = _state(cfg.out)
+        if state == "done":
+            print(f"stage {roman}: {cfg.out} is finished; skipped")
+            continue
+        print(f"stage {roman}: {'resuming' if state == 'resume' else 'starting'} {cfg.out}")
+        cfg.resume = state == "resume"
+        result = fn(cfg)
+        if result.get("interrupted"):
+            raise KeyboardInterrupt
+
+    rows = []
+    for roman, name, cfg, _ in [("I", "pretrain", pre, None), ("II", "finetune", finetune, None),
+                                ("III", "semi", semi, None)]:
+        if name == "pretrain" and encoder:
+            rows.append({"stage": "I", "what": f"encoder {encoder}", "run": ""})
+            continue
+        with open(os.path.join(cfg.out, "summary.json")) as f:
+            s = json.load(f)
+        if name == "pretrain":
+            rows.append({"stage": roman, "what": f"MAE {s['model']}", "run": cfg.out,
+                         "final_loss": s["final_loss"], "minutes": s["wall_s"] / 60})
+        else:
+            rows.append({"stage": roman, "what": s["algorithm"], "run": cfg.out, "accuracy": s["accuracy"],
+                         "macro_f1": s["macro_f1"], "minutes": s["wall_s"] / 60})
+    with open(os.path.join(run, "summary.json"), "w") as f:
+        json.dump(rows, f, indent=2)
+    print(f"\n{'stage':<7}{'what':<22}{'accuracy':>10}{'macro-F1':>10}{'minutes':>9}")
+    for r in rows:
+        acc = f"{r['accuracy']:.4f}" if "accuracy" in r else (f"loss {r['final_loss']:.3f}" if "final_loss" in r else "-")
+        f1 = f"{r['macro_f1']:.4f}" if "macro_f1" in r else "-"
+        mins = f"{r['minutes']:.1f}" if "minutes" in r else "-"
+        print(f"{r['stage']:<7}{r['what'][:21]:<22}{acc:>10}{f1:>10}{mins:>9}")
+    return rows

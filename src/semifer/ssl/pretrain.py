@@ -1,0 +1,356 @@
+"""``semifer pretrain``: MAE pre-training of a ViT encoder on unlabelled faces (SSFER stage I).
+
+One loop, read top to bottom, like ``engine/train.py``: gather a uint8 batch from the decoded
+caches of every source, random-resized-crop + flip it on the device, MAE loss under autocast,
+backward, clip, AdamW and warm-up + cosine step; periodically log, save a PNG grid of original /
+masked / reconstructed images, and checkpoint atomically (weights + optimiser, schedule, sampler
+and RNG state), so ``resume=true`` continues exactly.
+
+Outputs in the run folder: ``config.yaml``, ``sources.json``, ``metrics.jsonl``, ``vis/*.png``,
+``ckpt/last.safetensors`` (``encoder.*`` and the decoder), ``ckpt/last_state.pt``, and at the end
+``encoder.safetensors`` (``encoder.*`` only) and ``summary.json``. ``semifer train
+model.init=RUN`` (or ``=RUN/encoder.safetensors``) starts a classifier from the encoder.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from semifer.config import ConfigError, _merge, parse_override
+from semifer.data.base import DataError, Split, open_split, read_image
+from semifer.data.cache import decode_split
+from semifer.data.sampler import BatchStream
+from semifer.data.transforms import normalize, weak_view
+from semifer.engine import checkpoint as ckpt
+from semifer.engine.distributed import cleanup, init_distributed
+from semifer.engine.evaluate import autocast
+from semifer.engine.model_io import _model_kwargs
+from semifer.engine.schedule import warmup_cosine
+from semifer.engine.train import _StopFlag
+from semifer.models import create_model
+from semifer.ssl.mae import MaskedAutoencoder
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass
+class PretrainDataConfig:
+    sources: str = "synthetic:"        # comma-separated: dataset specs (their `split`) or images:/folder
+    split: str = "train"               # split read from dataset specs (labels are ignored)
+    size: int = 48                     # decoded and trained at size x size (= the classifier's data.size)
+    channels: int = 0                  # 0 = the first source's (1 for gray data), or 1 / 3
+    crop_scale: float = 0.2            # random-resized-crop area range [crop_scale, 1] (MAE: 0.2)
+    mean: float = 0.5                  # normalisation after /255 (= the classifier's data.mean/std)
+    std: float = 0.5
+    cache_dir: str = ".cache/semifer"  # decoded uint8 arrays, shared with training
+
+
+@dataclass
+class EncoderConfig:
+    name: str = "vit_tiny_p8"          # a ViT: vit_tiny_p8, vit_small_p8, or a timm ViT (vit_base_patch16_224)
+    options: dict = field(default_factory=dict)  # model keyword arguments (depth, patch_size, ...)
+
+
+@dataclass
+class MAEConfig:
+    mask_ratio: float = 0.75           # share of patches removed
+    norm_pix_loss: bool = True         # per-patch normalised pixel target (paper); false = raw (SSFER code)
+    decoder_dim: int = 512             # MAE / SSFER: 512 wide, 8 blocks, 16 heads
+    decoder_depth: int = 8
+    decoder_heads: int = 16
+
+
+@dataclass
+class PretrainTrainConfig:
+    iterations: int = 10000            # optimiser steps
+    batch_size: int = 256              # images per step and per process
+    lr: float = 3.4e-4                 # AdamW (SSFER paper)
+    weight_decay: float = 0.05
+    beta1: float = 0.9
+    beta2: float = 0.95
+    warmup: int = 800                  # linear warm-up steps, then cosine
+    min_lr: float = 0.0
+    clip_grad: float = 0.0             # max grad norm; 0 disables
+    amp: str = "auto"                  # auto (bf16 on CUDA, none on CPU) | bf16 | fp16 | none
+    log_every: int = 50
+    vis_every: int = 500               # PNG grid of original / masked / reconstruction; 0 disables
+    ckpt_every: int = 500
+    seed: int = 0
+    threads: int = 0                   # torch CPU threads; 0 = torch default
+    device: str = "auto"
+
+
+@dataclass
+class PretrainConfig:
+    out: str = "runs/pretrain"
+    resume: bool = False
+    data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
+    model: EncoderConfig = field(default_factory=EncoderConfig)
+    mae: MAEConfig = field(default_factory=MAEConfig)
+    train: PretrainTrainConfig = field(default_factory=PretrainTrainConfig)
+
+
+def load_pretrain_config(path: str | None = None, overrides: list[str] = ()) -> PretrainConfig:
+    """Defaults <- YAML recipe <- ``key=value`` overrides; unknown keys are errors."""
+    import yaml
+
+    cfg = PretrainConfig()
+    if path:
+        with open(path) as f:
+            recipe = yaml.safe_load(f) or {}
+        if not isinstance(recipe, dict):
+            raise ConfigError(f"{path}: a recipe must be a mapping of sections")
+        try:
+            _merge(cfg, recipe)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+    for text in overrides:
+        _merge(cfg, parse_override(text))
+    return cfg
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def image_folder_split(path: str) -> Split:
+    """Every image file under ``path`` (recursively), unlabelled, as a one-class Split."""
+    if not os.path.isdir(path):
+        raise DataError(f"images:{path}: not a folder")
+    files = sorted(f for f in glob.glob(os.path.join(path, "**", "*"), recursive=True)
+                   if f.lower().endswith(IMAGE_EXTENSIONS))
+    if not files:
+        raise DataError(f"images:{path}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
+    ids = [os.path.relpath(f, path) for f in files]
+    return Split(f"images:{os.path.abspath(path)}", ("unlabelled",), ids, np.zeros(len(files), np.int64),
+                 lambda i: read_image(files[i]))
+
+
+def open_sources(dc: PretrainDataConfig) -> tuple[list[np.ndarray], list[dict], int]:
+    """Decode every source once (shared cache) -> (uint8 arrays [N_s, H, W, C], per-source
+    report, channels). A source is ``images:/folder`` or a dataset spec whose ``split`` is read."""
+    specs = [s.strip() for s in dc.sources.split(",") if s.strip()]
+    if not specs:
+        raise ValueError("pretrain data.sources is empty; give dataset specs or images:/folder")
+    splits = [image_folder_split(s[len("images:"):]) if s.startswith("images:") else open_split(s, split=dc.split)
+              for s in specs]
+    channels = dc.channels or (1 if splits[0].grayscale else 3)
+    arrays, report = [], []
+    for spec, split in zip(specs, splits):
+        dec = decode_split(split, dc.size, channels, dc.cache_dir)
+        keep = np.flatnonzero(dec.ok)
+        arrays.append((dec.images, keep))
+        report.append({"source": spec, "images": int(len(keep)), "unreadable": len(dec.errors)})
+    return arrays, report, channels
+
+
+def gather(arrays, flat: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Global indices over all sources -> uint8 [B, H, W, C] (in the order given)."""
+    src = np.searchsorted(offsets, flat, side="right") - 1
+    out = [None] * len(flat)
+    for s in np.unique(src):
+        sel = np.flatnonzero(src == s)
+        images, keep = arrays[s]
+        rows = keep[flat[sel] - offsets[s]]
+        order = np.argsort(rows)  # memmap reads in increasing order
+        got = images[rows[order]]
+        for j, k in enumerate(sel[order]):
+            out[k] = got[j]
+    return np.stack(out)
+
+
+# ---------------------------------------------------------------------------- model
+
+
+def build_mae(cfg: PretrainConfig, channels: int) -> MaskedAutoencoder:
+    """The encoder exactly as ``semifer train`` builds the classifier's backbone, plus a decoder."""
+    encoder = create_model(cfg.model.name, num_classes=1, in_chans=channels,
+                           **_model_kwargs(cfg.model, cfg.data.size)).backbone
+    m = cfg.mae
+    return MaskedAutoencoder(encoder, mask_ratio=m.mask_ratio, decoder_dim=m.decoder_dim,
+                             decoder_depth=m.decoder_depth, decoder_heads=m.decoder_heads,
+                             norm_pix_loss=m.norm_pix_loss)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No decay on biases, norms, tokens and position embeddings (MAE / timm)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        skip = p.ndim <= 1 or name.rsplit(".", 1)[-1] in ("pos_embed", "cls_token", "mask_token")
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def save_grid(path: str, original: torch.Tensor, masked: torch.Tensor, recon: torch.Tensor,
+              mean: float, std: float) -> None:
+    """Rows: original, masked, reconstruction; one column per image; normalised float -> PNG."""
+    import cv2
+
+    def rows(x):  # [N, C, H, W] -> [H, N*W, C] uint8
+        x = (x.float().cpu() * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8)
+        return torch.cat(list(x.permute(0, 2, 3, 1)), 1).numpy()
+
+    grid = np.concatenate([rows(original), rows(masked), rows(recon)], 0)
+    if grid.shape[2] == 3:
+        grid = grid[:, :, ::-1]  # cv2 writes BGR
+    scale = max(1, 96 // original.shape[-1])  # small faces are enlarged so the grid is legible
+    grid = cv2.resize(grid, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    tmp = path + ".tmp.png"
+    cv2.imwrite(tmp, grid)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+def pretrain(cfg: PretrainConfig) -> dict:
+    """Run MAE pre-training; returns the summary written to ``summary.json``."""
+    from semifer.config import save_config
+
+    tc, dc = cfg.train, cfg.data
+    d = init_distributed(tc.device)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    torch.manual_seed(tc.seed + d.rank)
+    run = cfg.out
+    state_path = os.path.join(run, "ckpt", "last_state.pt")
+    if cfg.resume and not os.path.exists(state_path):
+        raise ckpt.CheckpointError(f"resume=true but {state_path} does not exist; nothing to resume")
+    if not cfg.resume and os.path.exists(state_path):
+        raise ckpt.CheckpointError(f"{run} already holds a pre-training run; pass resume=true or another out=")
+    if d.is_main:
+        os.makedirs(os.path.join(run, "ckpt"), exist_ok=True)
+        os.makedirs(os.path.join(run, "vis"), exist_ok=True)
+
+    arrays, report, channels = open_sources(dc)
+    sizes = np.array([len(keep) for _, keep in arrays])
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    total = int(sizes.sum())
+    if d.is_main:
+        save_config(cfg, os.path.join(run, "config.yaml"))
+        with open(os.path.join(run, "sources.json"), "w") as f:
+            json.dump(report, f, indent=2)
+
+    mae = build_mae(cfg, channels).to(d.device)
+    net = torch.nn.parallel.DistributedDataParallel(mae) if d.enabled else mae
+    optimizer = torch.optim.AdamW(_param_groups(mae, tc.weight_decay), lr=tc.lr, betas=(tc.beta1, tc.beta2))
+    min_ratio = tc.min_lr / tc.lr if tc.lr else 0.0
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, tc.iterations, tc.warmup, min_ratio))
+    scaler = torch.amp.GradScaler(enabled=tc.amp == "fp16")
+    amp = ("bf16" if d.device.type == "cuda" else "none") if tc.amp == "auto" else tc.amp
+    stream = BatchStream(np.arange(total), tc.batch_size, seed=tc.seed * 1009 + d.rank)
+    aug_gen = torch.Generator().manual_seed(tc.seed * 7 + 13 + d.rank)
+    meta = {"model": cfg.model.name, "model_options": _model_kwargs(cfg.model, dc.size), "in_chans": channels,
+            "size": dc.size, "mean": dc.mean, "std": dc.std, "kind": "mae_encoder"}
+
+    start = 0
+    if cfg.resume:
+        state = ckpt.load_state(state_path)
+        weights, _ = ckpt.load_weights(os.path.join(run, "ckpt", "last.safetensors"))
+        mae.load_state_dict(weights)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        stream.load_state_dict(state["stream"])
+        torch.set_rng_state(state["rng"]["torch"])
+        aug_gen.set_state(state["rng"]["aug"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["rng"]["cuda"])
+        start = state["step"]
+        if d.is_main:
+            print(f"resumed {run} at step {start}/{tc.iterations}")
+
+    def save(step: int) -> None:
+        if not d.is_main:
+            return
+        ckpt.save_weights(os.path.join(run, "ckpt", "last.safetensors"), mae.state_dict(), {**meta, "step": step})
+        rng = {"torch": torch.get_rng_state(), "aug": aug_gen.get_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state()
+        ckpt.save_state(state_path, {"step": step, "optimizer": optimizer.state_dict(),
+                                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                                     "stream": stream.state_dict(), "rng": rng})
+
+    # A fixed set of images and a fixed mask, so successive grids show the same faces improving.
+    vis_idx = np.linspace(0, total - 1, min(8, total)).astype(np.int64)
+    vis_x = normalize(torch.from_numpy(gather(arrays, vis_idx, offsets)).permute(0, 3, 1, 2).to(d.device),
+                      dc.mean, dc.std)
+
+    def visualise(step: int) -> None:
+        mae.eval()
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            _, pred, mask = mae(vis_x)
+            masked, recon = mae.reconstruct(vis_x, pred, mask)
+        mae.train()
+        save_grid(os.path.join(run, "vis", f"step_{step:07d}.png"), vis_x, masked, recon, dc.mean, dc.std)
+
+    if d.is_main:
+        print(f"pretrain {run}: MAE on {total} images from {len(arrays)} source(s), encoder {cfg.model.name} "
+              f"({sum(p.numel() for p in mae.encoder.parameters()) / 1e6:.2f} M), {dc.size} px, "
+              f"{tc.iterations} iterations x batch {tc.batch_size * d.world}, device {d.device}, amp {amp}")
+    t_start = t_log = time.time()
+    loss_sum, n_logged, n_images, last_loss = 0.0, 0, 0, float("nan")
+    mae.train()
+    with _StopFlag() as stop:  # Ctrl-C / SIGTERM: finish the step, checkpoint, stop (as training does)
+        for step in range(start, tc.iterations):
+            idx = stream.next()
+            x = torch.from_numpy(gather(arrays, idx, offsets)).permute(0, 3, 1, 2).to(d.device)
+            x = normalize(weak_view(x, aug_gen, mode="rrc", scale=(dc.crop_scale, 1.0)), dc.mean, dc.std)
+            with autocast(d.device, amp):
+                loss, _, _ = net(x)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if tc.clip_grad > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(mae.parameters(), tc.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            loss_sum += float(loss.detach())
+            n_logged += 1
+            n_images += len(idx)
+
+            last = step + 1 == tc.iterations
+            if (step + 1) % tc.log_every == 0 or last:
+                logs = d.mean({"loss": loss_sum / n_logged})
+                last_loss = logs["loss"]
+                rate = n_images * d.world / max(time.time() - t_log, 1e-9)
+                if d.is_main:
+                    rec = {"step": step + 1, "loss": round(last_loss, 5), "lr": scheduler.get_last_lr()[0],
+                           "images_per_s": round(rate, 1)}
+                    with open(os.path.join(run, "metrics.jsonl"), "a") as f:
+                        f.write(json.dumps(rec) + "\n")
+                    print(f"step {step + 1}/{tc.iterations}: loss {last_loss:.4f}, {rate:.0f} images/s")
+                loss_sum, n_logged, n_images, t_log = 0.0, 0, 0, time.time()
+            if d.is_main and tc.vis_every and ((step + 1) % tc.vis_every == 0 or last):
+                visualise(step + 1)
+            if (step + 1) % tc.ckpt_every == 0 or last:
+                save(step + 1)
+            if stop.requested and not last:
+                save(step + 1)
+                print(f"interrupted after step {step + 1}; continue with the same command plus resume=true")
+                cleanup()
+                return {"interrupted": True, "step": step + 1, "run": run}
+
+    summary = {}
+    if d.is_main:
+        encoder = {f"encoder.{k}": v for k, v in mae.encoder.state_dict().items()}
+        ckpt.save_weights(os.path.join(run, "encoder.safetensors"), encoder, {**meta, "step": tc.iterations})
+        summary = {"run": run, "kind": "mae_pretrain", "model": cfg.model.name, "images": total,
+                   "iterations": tc.iterations, "final_loss": last_loss, "resumed_at": start if cfg.resume else None,
+                   "wall_s": round(time.time() - t_start, 1), "encoder": os.path.join(run, "encoder.safetensors"),
+                   "config": dataclasses.asdict(cfg)}
+        with open(os.path.join(run, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        print(f"{run}: encoder written to {summary['encoder']} (final loss {last_loss:.4f})")
+    d.barrier()
+    cleanup()
+    return summary

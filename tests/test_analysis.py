@@ -1,0 +1,298 @@
+"""The evaluation suite: K-fold, label noise in runs, Grad-CAM, FGSM, calibration, a non-expression
+label set end to end, and the HTML report."""
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from semifer.analysis import attack, calibration, cam, kfold, report
+from semifer.cli import main
+from semifer.evaluation.metrics import expected_calibration_error
+from semifer.models import create_model
+
+PATCH = 8
+
+
+# ---------------------------------------------------------------- a toy model that must look at a patch
+
+def patch_images(n: int, seed: int):
+    """32 px gray noise; class 1 has a bright 8x8 patch somewhere, class 0 has none.
+    Returns uint8 images [n, 32, 32, 1], labels [n], patch corners [n, 2] (-1 for class 0)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(40, 140, (n, 32, 32, 1)).astype(np.uint8)
+    y = rng.integers(0, 2, n)
+    corners = np.full((n, 2), -1)
+    for i in np.flatnonzero(y == 1):
+        r, c = rng.integers(0, 32 - PATCH, 2)
+        x[i, r:r + PATCH, c:c + PATCH] = 250
+        corners[i] = r, c
+    return x, y, corners
+
+
+@pytest.fixture(scope="module")
+def patch_model():
+    torch.manual_seed(0)
+    model = create_model("cnn_small", num_classes=2, in_chans=1, widths=(8, 16))  # last map 8x8 at 32 px
+    x, y, _ = patch_images(256, seed=1)
+    xt = (torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+    yt = torch.from_numpy(y)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for step in range(60):
+        i = torch.randint(0, len(x), (32,))
+        loss = torch.nn.functional.cross_entropy(model(xt[i])[1], yt[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def test_toy_model_learned_the_patch(patch_model):
+    x, y, _ = patch_images(64, seed=2)
+    probs = calibration.collect_logits(patch_model, x).softmax(1)
+    assert (probs.argmax(1).numpy() == y).mean() > 0.9
+
+
+def test_grad_cam_shape_and_highlights_the_planted_patch(patch_model):
+    x, y, corners = patch_images(64, seed=3)
+    maps, logits = cam.grad_cam(patch_model, x, targets=np.ones(len(x), dtype=int))
+    assert maps.shape == (64, 32, 32) and logits.shape == (64, 2)
+    assert maps.min() >= 0 and maps.max() <= 1 + 1e-6
+    inside, outside, hits = [], [], []
+    for m, (r, c) in zip(maps[y == 1], corners[y == 1]):
+        mask = np.zeros((32, 32), bool)
+        mask[r:r + PATCH, c:c + PATCH] = True
+        inside.append(m[mask].mean())
+        outside.append(m[~mask].mean())
+        peak = np.unravel_index(m.argmax(), m.shape)      # within one 4 px cell of the last map
+        hits.append(r - 4 <= peak[0] < r + PATCH + 4 and c - 4 <= peak[1] < c + PATCH + 4)
+    assert np.mean(hits) >= 0.8 and np.mean(inside) > 2.5 * np.mean(outside)
+    panel = cam.overlay(x[0], maps[0], size=64)
+    assert panel.shape == (64, 128, 3) and panel.dtype == np.uint8
+
+
+def test_grad_cam_on_a_vit_drops_the_class_token():
+    torch.manual_seed(0)
+    vit = create_model("vit_small_p8", num_classes=3, in_chans=1, img_size=32, embed_dim=32, depth=2, num_heads=2)
+    reshape = cam.tokens_to_grid(vit)
+    assert reshape(torch.zeros(2, 1 + 16, 32)).shape == (2, 32, 4, 4)  # class token + 4x4 patches
+    x = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 1), dtype=np.uint8)
+    maps, _ = cam.grad_cam(vit, x)
+    assert maps.shape == (3, 32, 32) and np.isfinite(maps).all() and maps.max() > 0
+
+
+class Linear(torch.nn.Module):
+    """A linear 2-class model: FGSM moves every logit margin monotonically, so the accuracy
+    cannot rise with eps, even where pixels clip at 0 or 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(32 * 32, 2)
+
+    def forward(self, x):
+        return x.flatten(1), self.fc(x.flatten(1))
+
+
+def non_increasing(acc):
+    return all(a >= b for a, b in zip(acc, acc[1:]))
+
+
+def test_fgsm_accuracy_never_rises_with_epsilon(patch_model):
+    torch.manual_seed(0)
+    x, y, _ = patch_images(256, seed=6)
+    linear = Linear()
+    opt = torch.optim.Adam(linear.parameters(), lr=1e-2)
+    xt = (torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+    for _ in range(100):
+        loss = torch.nn.functional.cross_entropy(linear(xt)[1], torch.from_numpy(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    x, y, _ = patch_images(96, seed=4)
+    eps = [0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
+    acc = attack.fgsm_accuracy(linear, x, y, eps, region="all")["accuracy"]
+    assert acc[0] > 0.8 and non_increasing(acc) and acc[-1] < acc[0]
+    # The toy CNN: one gradient step is not monotone for a non-linear model in general (here
+    # 0.125 at eps 0.08, 0.156 at 0.1), only far below the clean accuracy at every eps.
+    acc = attack.fgsm_accuracy(patch_model, x, y, [0, 0.02, 0.04, 0.06], region="all")["accuracy"]
+    assert acc[0] > 0.9 and non_increasing(acc) and acc[-1] < acc[0] - 0.3
+    for region in ("focused", "unfocused"):
+        r = attack.fgsm_accuracy(patch_model, x, y, [0, 0.1], region=region)
+        assert r["accuracy"][0] == acc[0] and 0 < r["region_share"] < 1
+    assert attack.parse_eps("0,0.02,...,0.1") == [0, 0.02, 0.04, 0.06, 0.08, 0.1]
+    with pytest.raises(ValueError, match="region"):
+        attack.region_mask(np.zeros((1, 2, 2)), "everywhere")
+
+
+def test_region_mask_restricts_the_perturbation(patch_model):
+    x, y, _ = patch_images(8, seed=5)
+    maps, _ = cam.grad_cam(patch_model, x)
+    x01 = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
+    sign = attack.input_gradient_sign(patch_model, x01, torch.from_numpy(y), 0.5, 0.5)
+    m = torch.from_numpy(attack.region_mask(maps, "focused"))[:, None]
+    moved = ((x01 + 0.1 * m * sign).clamp(0, 1) != x01)
+    assert not moved[m.expand_as(moved) == 0].any()
+
+
+# ---------------------------------------------------------------- calibration maths
+
+def test_ece_on_hand_made_predictions():
+    # 10 predictions at confidence 0.8 of which 6 right: one bin, |0.6 - 0.8| = 0.2
+    probs = np.tile([0.8, 0.2], (10, 1))
+    labels = np.array([0] * 6 + [1] * 4)
+    assert expected_calibration_error(probs, labels) == pytest.approx(0.2)
+    # two bins: 4 at 0.95 all right (gap 0.05), 4 at 0.55 half right (gap 0.05) -> 0.05
+    probs = np.array([[0.95, 0.05]] * 4 + [[0.55, 0.45]] * 4)
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    assert expected_calibration_error(probs, labels) == pytest.approx(0.05)
+    assert expected_calibration_error(np.eye(3), np.arange(3)) == 0.0
+
+
+def test_temperature_scaling_lowers_nll_of_an_overconfident_model():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 4, (400,), generator=g)
+    logits = torch.randn(400, 4, generator=g)
+    logits[torch.arange(400), labels] += 1.0            # right ~60 % of the time...
+    logits = logits * 6                                  # ...but sure of itself
+    t = calibration.fit_temperature(logits, labels)
+    assert t > 2
+    s = calibration.calibration_summary(logits, labels, t)
+    assert s["nll_after"] < s["nll_before"] and s["ece_after"] < s["ece_before"]
+    assert calibration.nll(logits, labels, t) <= calibration.nll(logits, labels, t * 1.2) + 1e-6
+
+
+# ---------------------------------------------------------------- runs: K-fold with label noise
+
+def test_kfold_folds_are_disjoint_cover_the_set_and_resume(tiny, tmp_path, capsys):
+    out = tmp_path / "kf"
+    overrides = [o for o in tiny if not o.startswith("out=")] + ["data.label_noise=0.25", "train.iterations=2",
+                                                                  "train.eval_every=2", "train.ckpt_every=2"]
+    table = kfold.run_kfold(None, overrides, 2, str(out))
+    assert len(table["rows"]) == 2 and (out / "kfold.md").exists()
+    assert table["accuracy_mean"] == pytest.approx(np.mean([r["accuracy"] for r in table["rows"]]))
+    pools = [{line.split("\t")[0] for line in (out / f"fold{k}" / "labelled.txt").read_text().splitlines()}
+             for k in range(2)]
+    every = pools[0] | pools[1]
+    held = [every - p for p in pools]                      # each fold's test set
+    assert not held[0] & held[1] and held[0] | held[1] == every
+    assert sum(r["num_images"] for r in table["rows"]) == len(every) == 240
+    for k in range(2):                                     # label noise: the share flipped, ids saved
+        noisy = (out / f"fold{k}" / "noisy_labels.txt").read_text().splitlines()
+        assert len(noisy) == round(0.25 * len(pools[k]))
+        assert all(line.split("\t")[1] != line.split("\t")[2] for line in noisy)
+    # finished folds are skipped: a second call trains nothing and gives the same table
+    capsys.readouterr()
+    again = kfold.run_kfold(None, overrides, 2, str(out))
+    assert again["rows"] == table["rows"] and capsys.readouterr().out.count("finished earlier") == 2
+    assert "mean ± std" in kfold.markdown_table(table)
+
+
+# ---------------------------------------------------------------- a non-expression task end to end
+
+def write_age_folders(root, per_class: dict[str, int]):
+    """Synthetic 'age group' faces whose class sets the brightness, as a labels=custom folder."""
+    rng = np.random.default_rng(0)
+    for split, n in per_class.items():
+        for k, group in enumerate(("child", "adult", "senior")):
+            d = root / split / group
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 60, (40, 40)) + 80 * k
+                Image.fromarray(img.astype(np.uint8)).save(d / f"{i}.png")
+
+
+@pytest.fixture(scope="module")
+def age_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("age")
+    write_age_folders(root / "data", {"train": 30, "test": 10})
+    spec = f"folder:{root / 'data'}?labels=custom"
+    args = ["train", "--data", spec, "--out", str(root / "run"), "data.size=32", "data.labels_per_class=5",
+            f"data.cache_dir={root / 'cache'}", "model.name=cnn_small", "model.options={widths: [8, 16]}",
+            "algorithm.name=fixmatch", "train.batch_size=8", "train.uratio=2", "train.iterations=30",
+            "train.eval_every=10", "train.ckpt_every=30", "train.log_every=10", "train.threads=1",
+            "train.optimizer=adamw", "train.lr=3e-3", "train.ema=0"]
+    assert main(args) == 0
+    return root, spec
+
+
+def test_age_groups_train_and_evaluate_end_to_end(age_run):
+    root, spec = age_run
+    summary = json.loads((root / "run" / "summary.json").read_text())
+    assert list(summary["per_class_recall"]) == ["adult", "child", "senior"]
+    assert summary["labels_used"] == 15 and summary["unlabelled_used"] == 75 and summary["num_images"] == 30
+    assert summary["accuracy"] > 0.5                       # brightness decides the class: learnable
+    assert main(["eval", "--checkpoint", str(root / "run"), "--data", spec,
+                 "--cache-dir", str(root / "cache")]) == 0
+    assert json.loads((root / "run" / "eval" / "metrics.json").read_text())["num_images"] == 30
+
+
+def test_calibrate_stores_a_temperature_that_load_model_applies(age_run):
+    from semifer.engine.evaluate import predict_probs
+    from semifer.engine.model_io import load_model
+
+    root, spec = age_run
+    run = str(root / "run")
+    assert main(["calibrate", "--checkpoint", run, "--data", spec, "--split", "test",
+                 "--cache-dir", str(root / "cache")]) == 0
+    cal = json.loads((root / "run" / "ckpt" / "last.temperature.json").read_text())
+    assert cal["temperature"] > 0 and cal["fit"]["nll_after"] <= cal["fit"]["nll_before"] + 1e-6
+    raw, _ = load_model(run, calibrated=False)
+    scaled, meta = load_model(run)
+    assert meta["temperature"] == cal["temperature"]
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, meta["in_chans"]), dtype=np.uint8)
+    expect = predict_probs(raw, x, torch.device("cpu"), temperature=cal["temperature"])
+    assert np.allclose(predict_probs(scaled, x, torch.device("cpu")), expect, atol=1e-5)
+    # weights that changed after the fit (a resumed run) are not given a stale temperature
+    path = root / "run" / "ckpt" / "last.temperature.json"
+    path.write_text(json.dumps({**cal, "fingerprint": "0" * 16}))
+    assert "temperature" not in load_model(run)[1]
+    path.write_text(json.dumps(cal))
+
+
+def test_explain_attack_and_report_on_a_run(age_run, tmp_path):
+    root, spec = age_run
+    run = str(root / "run")
+    cache = ["--cache-dir", str(root / "cache")]
+    img = next((root / "data" / "test" / "adult").iterdir())
+    assert main(["explain", "--checkpoint", run, "--input", str(img), "--out", str(tmp_path / "one")]) == 0
+    assert len(list((tmp_path / "one").glob("cam_*.png"))) == 1
+    assert main(["explain", "--checkpoint", run, "--input", spec, "--limit", "6", "--target", "true"] + cache) == 0
+    assert (root / "run" / "explain" / "examples.png").exists()
+    assert len((root / "run" / "explain" / "explain.csv").read_text().splitlines()) == 7
+    assert main(["attack", "--checkpoint", run, "--data", spec, "--eps", "0,0.05,...,0.15",
+                 "--region", "focused,all", "--limit", "12"] + cache) == 0
+    fgsm = json.loads((root / "run" / "attack" / "fgsm.json").read_text())
+    assert [r["region"] for r in fgsm["results"]] == ["focused", "all"]
+    assert fgsm["results"][0]["eps"] == [0, 0.05, 0.1, 0.15]
+    out = tmp_path / "report.html"
+    assert main(["report", run, run, "--out", str(out)]) == 0
+    text = out.read_text()
+    for needle in ("<table", "Test metrics", "Per-class recall", "senior", "Learning curves", "FGSM",
+                   "Temperature scaling", "Grad-CAM examples", "data:image/png;base64,"):
+        assert needle in text, needle
+    assert main(["report", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+
+
+def test_report_includes_a_kfold_table(tmp_path):
+    (tmp_path / "kf").mkdir()
+    table = kfold.kfold_table([{"accuracy": 0.5, "macro_f1": 0.4, "ece": 0.1, "num_images": 10},
+                               {"accuracy": 0.7, "macro_f1": 0.6, "ece": 0.2, "num_images": 10}])
+    assert table["accuracy_mean"] == pytest.approx(0.6) and table["accuracy_std"] == pytest.approx(0.1414, abs=1e-4)
+    (tmp_path / "kf" / "kfold.json").write_text(json.dumps(table))
+    html = report.build_html([report.load_run(str(tmp_path / "kf"))])
+    assert "K-fold" in html and "0.6000 ± 0.1414" in html and os.path.basename(str(tmp_path)) in html
+
+
+@pytest.mark.skipif(not shutil.which("chromium-headless-shell"), reason="no headless Chromium on this machine")
+def test_report_renders_in_headless_chromium(age_run, tmp_path):
+    root, _ = age_run
+    out, shot = tmp_path / "report.html", tmp_path / "report.png"
+    assert main(["report", str(root / "run"), "--out", str(out)]) == 0
+    subprocess.run(["chromium-headless-shell", "--no-sandbox", "--disable-gpu", "--window-size=1200,1600",
+                    f"--screenshot={shot}", out.as_uri()], check=True, capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.shape == (1600, 1200) and pixels.std() > 20   # tables and figures, not a blank page

@@ -1,0 +1,248 @@
+"""SSFER: MAE (stage I), FaceMix / Mixup (stage II), and the three-stage pipeline."""
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from semifer.algorithms import create_algorithm
+from semifer.algorithms.facemix import box_iou, facemix_loss, image_kappa
+from semifer.algorithms.mixup import mix_pairs, sample_lam, soft_ce
+from semifer.engine import checkpoint as ckpt
+from semifer.engine.model_io import init_from
+from semifer.models import create_model
+from semifer.ssl import pretrain as pre
+from semifer.ssl.mae import MaskedAutoencoder, patchify, random_masking, unpatchify
+
+TINY_VIT = dict(depth=2, embed_dim=32, num_heads=2)
+
+
+def _pretrain_cfg(tmp_path, out="pre", **train):
+    overrides = [f"out={tmp_path / out}", "data.sources=synthetic:?n=240", "data.size=32",
+                 f"data.cache_dir={tmp_path / 'cache'}", "model.name=vit_tiny_p8",
+                 "model.options={depth: 2, embed_dim: 32, num_heads: 2}", "mae.decoder_dim=16",
+                 "mae.decoder_depth=1", "mae.decoder_heads=2", "train.batch_size=8", "train.iterations=4",
+                 "train.warmup=1", "train.log_every=2", "train.ckpt_every=2", "train.vis_every=2",
+                 "train.threads=1"] + [f"train.{k}={v}" for k, v in train.items()]
+    return pre.load_pretrain_config(None, overrides)
+
+
+# ---------------------------------------------------------------------------- stage I
+
+
+def test_patchify_roundtrip_and_masking():
+    x = torch.randn(2, 3, 16, 24)
+    assert patchify(x, 8).shape == (2, 6, 8 * 8 * 3)
+    assert torch.equal(unpatchify(patchify(x, 8), 8, 3, 16, 24), x)
+    tokens = torch.randn(3, 16, 5)
+    visible, mask, restore = random_masking(tokens, 0.75)
+    assert visible.shape == (3, 4, 5) and mask.shape == (3, 16)
+    assert torch.equal(mask.sum(1), torch.full((3,), 12.0))
+    for n in range(3):  # the visible tokens are exactly the unmasked ones, in shuffled order
+        kept = tokens[n][mask[n] == 0]
+        assert torch.equal(torch.sort(kept, 0).values, torch.sort(visible[n], 0).values)
+    assert torch.equal(restore.argsort(1).argsort(1), restore)
+
+
+def test_mae_loss_counts_masked_patches_only():
+    enc = create_model("vit_tiny_p8", 7, 1, img_size=32, **TINY_VIT).backbone
+    mae = MaskedAutoencoder(enc, decoder_dim=16, decoder_depth=1, decoder_heads=2, norm_pix_loss=True)
+    imgs = torch.randn(2, 1, 32, 32)
+    loss, pred, mask = mae(imgs)
+    assert pred.shape == (2, 16, 64) and mask.sum() == 2 * 12 and torch.isfinite(loss)
+    target = patchify(imgs, 8)
+    target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6) ** 0.5
+    perfect = target * mask[:, :, None] + 100 * (1 - mask[:, :, None])   # wrong only where visible
+    assert mae.forward_loss(imgs, perfect, mask).item() == pytest.approx(0.0, abs=1e-6)
+    off = target + 2 * mask[:, :, None]                                  # off by 2 where masked
+    assert mae.forward_loss(imgs, off, mask).item() == pytest.approx(4.0, rel=1e-5)
+    loss.backward()
+    assert enc.patch_embed.proj.weight.grad.abs().sum() > 0
+
+
+def test_pretrain_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    full = pre.pretrain(_pretrain_cfg(tmp_path, "full"))
+    assert full["iterations"] == 4 and (tmp_path / "full" / "vis" / "step_0000004.png").exists()
+
+    class StopAfterTwo(pre._StopFlag):   # asks to stop when the loop checks after step 2
+        checks = 0
+
+        @property
+        def requested(self):
+            StopAfterTwo.checks += 1
+            return StopAfterTwo.checks == 2
+
+        @requested.setter
+        def requested(self, value):
+            pass
+
+    monkeypatch.setattr(pre, "_StopFlag", StopAfterTwo)
+    assert pre.pretrain(_pretrain_cfg(tmp_path, "part"))["interrupted"]
+    with pytest.raises(ckpt.CheckpointError, match="already holds"):
+        pre.pretrain(_pretrain_cfg(tmp_path, "part"))
+    cfg = _pretrain_cfg(tmp_path, "part")
+    cfg.resume = True
+    pre.pretrain(cfg)
+    a, _ = ckpt.load_weights(str(tmp_path / "full" / "encoder.safetensors"))
+    b, meta = ckpt.load_weights(str(tmp_path / "part" / "encoder.safetensors"))
+    assert meta["kind"] == "mae_encoder" and set(a) == set(b)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+def test_encoder_loads_into_classifier_and_shape_mismatch_fails(tmp_path):
+    pre.pretrain(_pretrain_cfg(tmp_path, "enc", iterations=1, vis_every=0))
+    path = str(tmp_path / "enc" / "encoder.safetensors")
+    model = create_model("vit_tiny_p8", 7, 1, img_size=32, **TINY_VIT)
+    head = model.head.weight.clone()
+    report = init_from(model, path)
+    assert report["loaded"] == sorted(model.backbone.state_dict()) and not report["missing"]
+    weights, _ = ckpt.load_weights(path)
+    assert torch.equal(model.backbone.pos_embed, weights["encoder.pos_embed"])
+    assert torch.equal(model.head.weight, head)  # the head stays new
+    # the run folder works too (its last.safetensors also holds the decoder, which is ignored)
+    assert init_from(create_model("vit_tiny_p8", 7, 1, img_size=32, **TINY_VIT), str(tmp_path / "enc"))["loaded"]
+    bigger = create_model("vit_tiny_p8", 7, 1, img_size=48, **TINY_VIT)  # 36 positions, not 16
+    with pytest.raises(ckpt.CheckpointError, match="pos_embed"):
+        init_from(bigger, path)
+
+
+# ---------------------------------------------------------------------------- stage II
+
+
+def test_box_iou_and_kappa_by_hand():
+    a = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.2, 0.2]])
+    b = torch.tensor([[0.25, 0.25, 0.75, 0.75], [0.0, 0.0, 1.0, 1.0], [0.5, 0.5, 1.0, 1.0]])
+    # overlap 0.25^2 = 0.0625, union 0.25 + 0.25 - 0.0625 = 0.4375 -> 1/7; identical -> 1; apart -> 0
+    assert torch.allclose(box_iou(a, b), torch.tensor([1 / 7, 1.0, 0.0]))
+    assert torch.allclose(1 - box_iou(a, b), torch.tensor([6 / 7, 0.0, 1.0]))
+
+
+def test_image_kappas_by_hand():
+    x_i = torch.zeros(1, 1, 4, 4)
+    x_i[0, 0, 0, 0] = 1.0                     # range 1, MSE 1/16 -> PSNR 10 log10(16) = 12.04 dB
+    x_j = torch.zeros(1, 1, 4, 4)
+    assert image_kappa(x_i, x_j, "psnr", psnr_max=40).item() == pytest.approx(1 - 10 * math.log10(16) / 40, rel=1e-5)
+    assert image_kappa(x_j + 0.5, x_j + 0.5 + 1e-9, "psnr").item() == pytest.approx(0.0, abs=1e-6)
+    from skimage.metrics import structural_similarity
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(2, 1, 32, 32, generator=g)
+    b = (a + 0.3 * torch.rand(2, 1, 32, 32, generator=g)).clamp(0, 1)
+    a[0, 0, 0, 0], b[0, 0, 0, 0] = 0.0, 1.0  # batch range exactly [0, 1]
+    ref = [structural_similarity(a[n, 0].numpy(), b[n, 0].numpy(), data_range=1.0, gaussian_weights=True,
+                                 sigma=1.5, use_sample_covariance=False) for n in range(2)]
+    got = 1 - image_kappa(a, b, "ssim")
+    assert got.tolist() == pytest.approx(ref, abs=0.02)
+    k = image_kappa(a, b, "fsim")
+    assert ((k > 0) & (k < 1)).all() and image_kappa(a, a, "fsim").abs().max() < 1e-4
+
+
+def test_facemix_loss_variants_by_hand():
+    l_v, l_i, k = torch.tensor([1.0, 2.0]), torch.tensor([0.5, 1.5]), torch.tensor([0.2, 0.2])
+    l_j = l_i.flip(0)  # [1.5, 0.5]: L_i + L_j = 2 for both pairs
+    assert facemix_loss(l_v, l_i, l_j, k, "L4").item() == pytest.approx((1.4 + 2.4) / 2)
+    assert facemix_loss(l_v, l_i, l_j, k, "L1").item() == pytest.approx((2.8 + 3.6) / 2)
+    assert facemix_loss(l_v, l_i, l_j, k, "L2").item() == pytest.approx((2.6 + 3.6) / 2)
+    assert facemix_loss(l_v, l_i, l_j, k, "L3").item() == pytest.approx((2.2 + 2.4) / 2)
+    with pytest.raises(ValueError, match="L5"):
+        facemix_loss(l_v, l_i, l_j, k, "L5")
+
+
+def test_mix_pairs_and_soft_ce_by_hand():
+    x = torch.tensor([0.0, 1.0]).view(2, 1, 1, 1)
+    x_orig = x.clone()
+    x_mix, y_mix = mix_pairs(x, torch.tensor([0, 1]), 0.25, 2, smoothing=0.1)
+    assert x_mix.flatten().tolist() == pytest.approx([0.75, 0.25])
+    assert torch.equal(x, x_orig)  # the originals are not mixed in place
+    assert y_mix.tolist() == [pytest.approx([0.275, 0.725]), pytest.approx([0.725, 0.275])]
+    assert soft_ce(torch.zeros(2, 2), y_mix).tolist() == pytest.approx([math.log(2)] * 2)
+
+
+class _Linear(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return None, self.fc(x.flatten(1))
+
+
+def test_facemix_step_equals_formula():
+    torch.manual_seed(0)
+    model = _Linear()
+    algo = create_algorithm("facemix", 3, detector="none", label_smoothing=0.1)
+    algo.boxes = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.25, 0.25, 0.75, 0.75], [0.1, 0.1, 0.9, 0.9]])
+    batch = {"x": torch.randn(3, 1, 2, 2), "y": torch.tensor([0, 2, 1]), "x_idx": torch.tensor([0, 2, 1])}
+    x0 = batch["x"].clone()
+    out = algo.step(model, batch, 0)
+    lam = sample_lam(1.0, torch.Generator().manual_seed(0))  # the algorithm's own generator, seed 0
+    assert out.logs["lam"] == pytest.approx(lam)
+    x, y = x0, batch["y"]
+    logits = lambda t: model.fc(t.flatten(1))  # noqa: E731
+    y_t = lam * F.one_hot(y, 3).float() + (1 - lam) * F.one_hot(y.flip(0), 3).float()
+    y_t = y_t * 0.9 + 0.1 / 3
+    l_v = -(y_t * logits(lam * x + (1 - lam) * x.flip(0)).log_softmax(-1)).sum(-1)
+    l_i = F.cross_entropy(logits(x), y, reduction="none")
+    # pairs (0, 1) -> boxes 0 and 1 (IoU 1/7), (2, 2) with itself (IoU 1)
+    kappa = torch.tensor([6 / 7, 0.0, 6 / 7])
+    expected = (l_v + kappa * (l_i + l_i.flip(0))).mean()
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.equal(batch["x"], x0)
+    out.loss.backward()
+    assert model.fc.weight.grad.abs().sum() > 0
+
+
+def test_mixup_trains(tiny):
+    from semifer.config import load_config
+    from semifer.engine.train import train
+
+    s = train(load_config(None, tiny + ["algorithm.name=mixup", "train.iterations=3"]))
+    assert s["iterations"] == 3 and 0 <= s["accuracy"] <= 1
+
+
+# ---------------------------------------------------------------------------- pipeline
+
+
+def test_pipeline_end_to_end_and_resumable(tmp_path, capsys):
+    from semifer.cli import main
+
+    args = ["pipeline", "ssfer", "--data", "synthetic:?n=240&size=32", "--out", str(tmp_path / "run"),
+            "data.size=32", "data.labels_per_class=6", "model.name=vit_tiny_p8",
+            "model.options={depth: 2, embed_dim: 32, num_heads: 2}", f"data.cache_dir={tmp_path / 'cache'}",
+            "train.threads=1", "train.batch_size=8", "train.iterations=3", "train.eval_every=3",
+            "train.ckpt_every=3", "train.log_every=3", "pretrain.train.iterations=3",
+            "pretrain.train.batch_size=8", "pretrain.train.vis_every=3", "pretrain.train.threads=1",
+            "pretrain.mae.decoder_dim=16", "pretrain.mae.decoder_depth=1", "pretrain.mae.decoder_heads=2",
+            "finetune.algorithm.detector=lbp", "semi.train.uratio=1"]
+    assert main(args) == 0
+    rows = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert [r["stage"] for r in rows] == ["I", "II", "III"]
+    assert [r["what"] for r in rows[1:]] == ["facemix", "ema_teacher"]
+    assert all(0 <= r["accuracy"] <= 1 for r in rows[1:])
+    out = capsys.readouterr().out
+    assert "init from" in out and "II " in out
+    assert list((tmp_path / "cache").glob("*.boxes-lbp.npy"))
+    assert main(args) == 0  # everything finished: every stage is skipped
+    assert capsys.readouterr().out.count("skipped") == 3
+
+
+def test_sources_mix_specs_and_image_folders(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "faces" / "sub").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((40, 50), 60 * i, np.uint8)).save(tmp_path / "faces" / "sub" / f"{i}.png")
+    (tmp_path / "faces" / "notes.txt").write_text("not an image")
+    dc = pre.PretrainDataConfig(sources=f"synthetic:?n=20,images:{tmp_path / 'faces'}", size=32, channels=1,
+                                cache_dir=str(tmp_path / "cache"))
+    arrays, report, channels = pre.open_sources(dc)
+    assert channels == 1 and [r["images"] for r in report] == [20, 3]
+    offsets = np.array([0, 20])
+    batch = pre.gather(arrays, np.array([21, 0, 22]), offsets)
+    assert batch.shape == (3, 32, 32, 1) and batch[0].max() == 60 and batch[2].min() == 120
+    with pytest.raises(ValueError, match="no image files"):
+        pre.open_sources(pre.PretrainDataConfig(sources=f"images:{tmp_path / 'cache'}", cache_dir=str(tmp_path)))
