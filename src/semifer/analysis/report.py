@@ -96,7 +96,9 @@ def load_run(path: str) -> dict:
 def _summary_rows(runs: list[dict]) -> list[list]:
     rows = []
     for r in runs:
-        s = r["summary"] or {}
+        k = r["kfold"] or {}
+        s = r["summary"] or {"algorithm": "K-fold mean", "accuracy": k.get("accuracy_mean"),
+                             "macro_f1": k.get("macro_f1_mean"), "ece": k.get("ece_mean")}
         cal = next((c for c in r["calibration"] if c), None)
         rows.append([r["path"], s.get("algorithm"), s.get("model"), s.get("labels_used"), s.get("iterations"),
                      s.get("accuracy"), s.get("macro_f1"), s.get("ece"), s.get("best_eval_accuracy"),
