@@ -156,9 +156,10 @@ def parse_override(text: str) -> dict:
     return value
 
 
-def load_config(path: str | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults <- YAML recipe <- overrides, in that order."""
-    cfg = Config()
+def load_config(path: str | None = None, overrides: list[str] = (), root: type = Config):
+    """Defaults <- YAML recipe <- overrides, in that order. ``root``: the top-level dataclass
+    (``Config`` for training; other commands pass their own, e.g. pre-training's)."""
+    cfg = root()
     if path:
         with open(path) as f:
             recipe = yaml.safe_load(f) or {}

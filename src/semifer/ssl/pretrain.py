@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from semifer.config import ConfigError, _merge, parse_override
+from semifer.config import load_config
 from semifer.data.base import DataError, Split, open_split, read_image
 from semifer.data.cache import decode_split
 from semifer.data.sampler import BatchStream
@@ -99,21 +99,7 @@ class PretrainConfig:
 
 def load_pretrain_config(path: str | None = None, overrides: list[str] = ()) -> PretrainConfig:
     """Defaults <- YAML recipe <- ``key=value`` overrides; unknown keys are errors."""
-    import yaml
-
-    cfg = PretrainConfig()
-    if path:
-        with open(path) as f:
-            recipe = yaml.safe_load(f) or {}
-        if not isinstance(recipe, dict):
-            raise ConfigError(f"{path}: a recipe must be a mapping of sections")
-        try:
-            _merge(cfg, recipe)
-        except ConfigError as e:
-            raise ConfigError(f"{path}: {e}") from None
-    for text in overrides:
-        _merge(cfg, parse_override(text))
-    return cfg
+    return load_config(path, overrides, root=PretrainConfig)
 
 
 # ---------------------------------------------------------------------------- data
