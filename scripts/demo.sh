@@ -9,7 +9,7 @@ export OMP_WAIT_POLICY=passive  # two single-thread runs: no OpenMP spinning aga
 rm -rf runs/demo && mkdir -p runs/demo
 declare -A ARGS=(
   [supervised]="algorithm.name=supervised"
-  [ema_teacher]="algorithm.name=ema_teacher algorithm.teacher_momentum=0.99"
+  [ema_teacher]="algorithm.name=ema_teacher algorithm.teacher_momentum=0.99 train.threads=2"
 )
 declare -A PIDS=()
 for run in supervised ema_teacher; do
