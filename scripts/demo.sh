@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # `make demo`: supervised-only and semi-supervised training (the EMA teacher, the best method on
 # FER2013 in docs/benchmarks.md) on the embedded synthetic faces, with the same labels and
-# iterations, trained side by side (one core each), then their test accuracies side by side.
+# iterations, trained side by side, then their test accuracies side by side. The EMA teacher does
+# ~5x the work per step, so it gets two threads: the second core is its own once supervised ends
+# (3.7 min in all on an idle 2-core machine; docs/benchmarks.md, section 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEMIFER=.venv/bin/semifer
-export OMP_WAIT_POLICY=passive  # two single-thread runs: no OpenMP spinning against each other
+export OMP_WAIT_POLICY=passive  # two runs on two cores: no OpenMP spin-waiting against each other
 rm -rf runs/demo && mkdir -p runs/demo
 declare -A ARGS=(
   [supervised]="algorithm.name=supervised"
