@@ -18,16 +18,19 @@ import sys
 COMMAND_MODULES: list[str] = ["semifer.predict.cli", "semifer.analysis.cli", "semifer.ssl.cli"]
 
 
+def command_overrides(args, data_key: str) -> list[str]:
+    """``--out`` and ``--data`` as the ``out=`` / ``<data_key>=`` overrides they stand for, placed
+    before the user's ``key=value`` arguments (which therefore win)."""
+    head = [f"out={args.out}"] if args.out else []
+    head += [f"{data_key}={args.data}"] if args.data else []
+    return head + list(args.overrides)
+
+
 def _train(args) -> int:
     from semifer.config import load_config
     from semifer.engine.train import train
 
-    overrides = list(args.overrides)
-    if args.data:
-        overrides.insert(0, f"data.train={args.data}")
-    if args.out:
-        overrides.insert(0, f"out={args.out}")
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, command_overrides(args, "data.train"))
     summary = train(cfg)
     return 130 if summary.get("interrupted") else 0
 

@@ -74,7 +74,8 @@ class Algorithm(nn.Module, abc.ABC):
     def load_predictor(cls, tensors: dict[str, torch.Tensor], options: dict) -> nn.Module:
         """Rebuild what ``export_predictor`` saved: a module mapping the model's ``(feat, logits)``
         to class probabilities [B, K]."""
-        raise NotImplementedError(f"{cls.__name__} exports no predictor")
+        raise ValueError(f"checkpoint metadata names a predictor for {cls.__name__}, which exports none; "
+                         "the checkpoint was written by a different semifer or edited")
 
 
 def create_algorithm(name: str, num_classes: int, total_steps: int = 1, num_unlabelled: int = 0,

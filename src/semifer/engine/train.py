@@ -18,6 +18,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from semifer.algorithms import create_algorithm
+from semifer.engine.optim import backward_step
 from semifer.config import Config, save_config, to_dict
 from semifer.data.prepare import Prepared, prepare
 from semifer.data.sampler import BatchStream
@@ -286,14 +287,7 @@ def train(cfg: Config) -> dict:
                 batch["u_true"] = torch.from_numpy(data.true_labels[ui]).to(d.device)
             with autocast(d.device, amp):
                 out = algo.step(net, batch, step, teacher=ema.module if algo.uses_teacher else None)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(out.loss).backward()
-            if tc.clip_grad > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            backward_step(out.loss, optimizer, scaler, scheduler, model.parameters(), tc.clip_grad)
             if ema is not None:
                 ema.update(model, step=None if algo.teacher_momentum is not None else step + 1)
             algo.sync()

@@ -9,12 +9,9 @@ from __future__ import annotations
 def _pretrain(args) -> int:
     from semifer.ssl.pretrain import load_pretrain_config, pretrain
 
-    overrides = list(args.overrides)
-    if args.data:
-        overrides.insert(0, f"data.sources={args.data}")
-    if args.out:
-        overrides.insert(0, f"out={args.out}")
-    summary = pretrain(load_pretrain_config(args.config, overrides))
+    from semifer.cli import command_overrides
+
+    summary = pretrain(load_pretrain_config(args.config, command_overrides(args, "data.sources")))
     return 130 if summary.get("interrupted") else 0
 
 

@@ -32,6 +32,7 @@ from semifer.engine import checkpoint as ckpt
 from semifer.engine.distributed import cleanup, init_distributed
 from semifer.engine.evaluate import autocast
 from semifer.engine.model_io import _model_kwargs
+from semifer.engine.optim import backward_step
 from semifer.engine.schedule import warmup_cosine
 from semifer.engine.train import _StopFlag
 from semifer.models import create_model
@@ -292,14 +293,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
             x = normalize(weak_view(x, aug_gen, mode="rrc", scale=(dc.crop_scale, 1.0)), dc.mean, dc.std)
             with autocast(d.device, amp):
                 loss, _, _ = net(x)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if tc.clip_grad > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(mae.parameters(), tc.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            backward_step(loss, optimizer, scaler, scheduler, mae.parameters(), tc.clip_grad)
             loss_sum += float(loss.detach())
             n_logged += 1
             n_images += len(idx)
