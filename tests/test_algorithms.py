@@ -177,6 +177,14 @@ def test_flexmatch_thresholds_after_update():
     with pytest.raises(ValueError, match="mapping"):
         create_algorithm("flexmatch", K, num_unlabelled=4, mapping="concave")
 
+    # tau_min floors every T(c): 0.19 -> 0.5 and 0 -> 0.5, so the 0.909 sample still passes and
+    # a fresh state (all thresholds 0) no longer lets a 0.42-confident sample through
+    floored = create_algorithm("flexmatch", K, num_unlabelled=4, tau_min=0.5)
+    fresh = floored.step(RowLogits(), dict(batch, u_w=rows([0.5, 0, 0], [3, 0, 0])), step=0)
+    assert fresh.mask.tolist() == [0.0, 1.0]
+    floored.load_state_dict(algo.state_dict())
+    assert torch.allclose(floored.class_thresholds(), torch.tensor([0.5, 0.5, 0.5]))
+
 
 def test_flexmatch_last_write_wins():
     idx, values = last_write(torch.tensor([3, 1, 3, 2]), torch.tensor([10, 11, 12, 13]))
@@ -200,6 +208,16 @@ def test_freematch_ema_thresholds_and_loss():
     loss_u = -math.log(E / (E + 2)) / 2
     assert close(out.logs["loss_u"], loss_u)
     assert close(out.loss, -math.log(E / (E + 2)) + loss_u + 0.01 * out.logs["loss_f"])
+
+
+def test_freematch_tau_min_floors_thresholds():
+    batch = {"x": rows([1, 0, 0]), "y": torch.tensor([0]),
+             "u_w": rows([6, 0, 0], [0.5, 0, 0]), "u_s": rows([1, 0, 0], [0, 0, 1])}
+    algo = create_algorithm("freematch", K, momentum=0.5, tau_min=0.95)
+    out = algo.step(RowLogits(), batch, step=0)
+    assert close(out.logs["tau_mean"], 0.95)            # every self-adaptive threshold is below 0.95
+    q1 = softmax([6, 0, 0])[0]                          # 0.995 passes, 0.45 does not
+    assert q1 >= 0.95 and out.mask.tolist() == [1.0, 0.0]
 
 
 def test_freematch_fairness_loss():

@@ -8,6 +8,12 @@ sigma(c) = #{n : selected_n = c} (eq. 3), the normalised learning effect beta(c)
 with threshold warm-up) and the thresholds T(c) = M(beta(c)) tau (eq. 8). A sample passes when
 max q >= T(argmax q) (eq. 6).
 
+``tau_min`` (not in the paper; default 0 = the paper) floors every T(c). With warm-up, beta(c)
+divides by the number of never-confident images, so on a large unlabelled set in a short
+schedule every T(c) stays near 0 and every pseudo-label is used; on FER2013 that costs 10 points
+against supervised training (docs/benchmarks.md, table 1). A floor of 0.7 keeps the curriculum
+above the level where a weak model's errors dominate.
+
 Order, as in the authors' code (TorchSSL): a step masks with the thresholds of the state so far;
 its own confident predictions (max q > tau) update ``selected_label`` afterwards, in ``sync()``.
 Under DDP ``sync()`` all-gathers every rank's (index, pseudo-label, confident) triples and
@@ -54,19 +60,19 @@ class FlexMatch(Algorithm):
     views = {"u_w": "weak", "u_s": "strong"}
 
     def __init__(self, tau: float = 0.95, lambda_u: float = 1.0, threshold_warmup: bool = True,
-                 mapping: str = "convex", **kw):
+                 mapping: str = "convex", tau_min: float = 0.0, **kw):
         super().__init__(**kw)
         if mapping not in MAPPINGS:
             raise ValueError(f"flexmatch mapping={mapping!r}; expected one of {', '.join(MAPPINGS)}")
         self.tau, self.lambda_u = tau, lambda_u
-        self.threshold_warmup, self.mapping = threshold_warmup, mapping
+        self.threshold_warmup, self.mapping, self.tau_min = threshold_warmup, mapping, tau_min
         self.register_buffer("selected_label", torch.full((self.num_unlabelled,), -1, dtype=torch.long))
         self._pending: torch.Tensor | None = None   # [uB, 3] (index, pseudo-label, confident) of the last step
 
     def class_thresholds(self) -> torch.Tensor:
-        """T(c) for every class [K] from the current state."""
+        """max(T(c), tau_min) for every class [K] from the current state."""
         beta = learning_effect(self.selected_label, self.num_classes, self.threshold_warmup)
-        return flexible_thresholds(beta, self.tau, self.mapping)
+        return flexible_thresholds(beta, self.tau, self.mapping).clamp(min=self.tau_min)
 
     def step(self, model, batch, step, teacher=None):
         logits_x, logits_w, logits_s = forward_views(model, batch["x"], batch["u_w"], batch["u_s"])

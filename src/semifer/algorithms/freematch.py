@@ -17,6 +17,11 @@ Initial values follow the paper (1/K); USB's released code starts p~ and h~ at o
 1. ``lambda_f`` 0.01 is the default of the authors' USB code (its CIFAR/STL configs set 0.001).
 L_f's sign is the paper's and the code's: minimising sum_c a(c) log b(c).
 
+``tau_min`` (not in the paper; default 0 = the paper) floors every tau_t(c), as DTA's clip does
+(``dta_snl``). tau_t starts at 1/K and follows the model's mean confidence, so a weak model in a
+short schedule pseudo-labels nearly everything; on FER2013 that costs 10 points against
+supervised training (docs/benchmarks.md, table 1).
+
 Forward: one forward of [x, u_w, u_s] with the weak logits detached (see ``fixmatch``).
 """
 import torch
@@ -26,9 +31,10 @@ from semifer.algorithms.base import Algorithm, StepOutput, register_algorithm
 from semifer.algorithms.common import all_reduce_mean_, confidence_mask, forward_views, masked_ce, probs_of
 
 
-def self_adaptive_thresholds(tau_global: torch.Tensor, p_model: torch.Tensor) -> torch.Tensor:
-    """tau_t(c) = MaxNorm(p~_t)(c) * tau_t = p~_t(c) / max_c p~_t(c) * tau_t (eq. 6); [K]."""
-    return p_model / p_model.max() * tau_global
+def self_adaptive_thresholds(tau_global: torch.Tensor, p_model: torch.Tensor, tau_min: float = 0.0) -> torch.Tensor:
+    """tau_t(c) = MaxNorm(p~_t)(c) * tau_t = p~_t(c) / max_c p~_t(c) * tau_t (eq. 6), floored at
+    ``tau_min``; [K]."""
+    return (p_model / p_model.max() * tau_global).clamp(min=tau_min)
 
 
 def safe_inverse(t: torch.Tensor) -> torch.Tensor:
@@ -61,9 +67,10 @@ def fairness_loss(logits_s: torch.Tensor, mask: torch.Tensor, p_model: torch.Ten
 class FreeMatch(Algorithm):
     views = {"u_w": "weak", "u_s": "strong"}
 
-    def __init__(self, lambda_u: float = 1.0, lambda_f: float = 0.01, momentum: float = 0.999, **kw):
+    def __init__(self, lambda_u: float = 1.0, lambda_f: float = 0.01, momentum: float = 0.999,
+                 tau_min: float = 0.0, **kw):
         super().__init__(**kw)
-        self.lambda_u, self.lambda_f, self.momentum = lambda_u, lambda_f, momentum
+        self.lambda_u, self.lambda_f, self.momentum, self.tau_min = lambda_u, lambda_f, momentum, tau_min
         k = self.num_classes
         self.register_buffer("tau_global", torch.tensor(1.0 / k))
         self.register_buffer("p_model", torch.full((k,), 1.0 / k))
@@ -88,7 +95,7 @@ class FreeMatch(Algorithm):
         probs = probs_of(logits_w)                                             # [uB, K]
         self.update_statistics(probs)
         conf, pseudo = probs.max(-1)
-        thresholds = self_adaptive_thresholds(self.tau_global, self.p_model)   # [K]
+        thresholds = self_adaptive_thresholds(self.tau_global, self.p_model, self.tau_min)   # [K]
         mask = confidence_mask(conf, thresholds[pseudo])
         loss_u = masked_ce(logits_s, pseudo, mask)
         loss_f = fairness_loss(logits_s, mask, self.p_model, self.label_hist)
