@@ -227,7 +227,8 @@ def test_age_groups_train_and_evaluate_end_to_end(age_run):
     assert summary["accuracy"] > 0.5                       # brightness decides the class: learnable
     assert main(["eval", "--checkpoint", str(root / "run"), "--data", spec,
                  "--cache-dir", str(root / "cache")]) == 0
-    assert json.loads((root / "run" / "eval" / "metrics.json").read_text())["num_images"] == 30
+    metrics = json.loads((root / "run" / "eval" / "metrics.json").read_text())
+    assert metrics["num_images"] == 30 and metrics["temperature"] == 1.0     # not calibrated yet
 
 
 def test_calibrate_stores_a_temperature_that_load_model_applies(age_run):
@@ -243,6 +244,9 @@ def test_calibrate_stores_a_temperature_that_load_model_applies(age_run):
     raw, _ = load_model(run, calibrated=False)
     scaled, meta = load_model(run)
     assert meta["temperature"] == cal["temperature"]
+    assert main(["eval", "--checkpoint", run, "--data", spec, "--cache-dir", str(root / "cache"),
+                 "--out", str(root / "eval_calibrated")]) == 0
+    assert json.loads((root / "eval_calibrated" / "metrics.json").read_text())["temperature"] == cal["temperature"]
     x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, meta["in_chans"]), dtype=np.uint8)
     expect = predict_probs(raw, x, torch.device("cpu"), temperature=cal["temperature"])
     assert np.allclose(predict_probs(scaled, x, torch.device("cpu")), expect, atol=1e-5)

@@ -56,7 +56,8 @@ def _eval(args) -> int:
     out = args.out or os.path.join(args.checkpoint if os.path.isdir(args.checkpoint) else ".", "eval")
     metrics = write_eval(out, probs, labels[keep], meta["classes"], name="metrics", extra={
         "data": args.data, "split": args.split, "skipped_unreadable": int((~dec.ok).sum()),
-        "skipped_classes_not_trained": skipped_classes})
+        "skipped_classes_not_trained": skipped_classes,
+        "temperature": meta.get("temperature", 1.0)})   # 1.0: no `semifer calibrate` fit applied
     fused, _ = load_fused_model(args.checkpoint, device=device)
     if fused is not None:  # the algorithm's own predictor (SIT-FER's fusion), beside the classifier
         fprobs = predict_probs(fused, np.asarray(dec.images[np.flatnonzero(keep)]), device, meta["mean"], meta["std"])
