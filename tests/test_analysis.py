@@ -191,6 +191,24 @@ def test_kfold_folds_are_disjoint_cover_the_set_and_resume(tiny, tmp_path, capsy
     assert "mean ± std" in kfold.markdown_table(table)
 
 
+def test_semi_supervised_kfold_keeps_labels_per_class_inside_the_training_folds(tiny, tmp_path):
+    from semifer.config import load_config
+    from semifer.data.prepare import prepare
+
+    base = [o for o in tiny if not o.startswith("out=")] + ["data.protocol=kfold", "data.folds=3"]
+    full = prepare(load_config(None, base + ["data.fold=1"]).data)
+    semi = prepare(load_config(None, base + ["data.fold=1", "data.kfold_labels=labels_per_class",
+                                             "data.labels_per_class=5", "data.unlabelled=rest"]).data)
+    k = len(semi.classes)
+    assert len(full.unlabelled) == 0                                   # default: every pool label kept
+    assert np.bincount(semi.true_labels[semi.labelled], minlength=k).tolist() == [5] * k
+    # the training folds are split into labelled + unlabelled; the held-out fold is in neither
+    assert sorted(np.concatenate([semi.labelled, semi.unlabelled]).tolist()) == sorted(full.labelled.tolist())
+    assert len(semi.test_labels) == len(full.test_labels)
+    with pytest.raises(ValueError, match="kfold_labels"):
+        prepare(load_config(None, base + ["data.kfold_labels=kfold"]).data)
+
+
 # ---------------------------------------------------------------- a non-expression task end to end
 
 def write_age_folders(root, per_class: dict[str, int]):

@@ -28,6 +28,9 @@ class DataConfig:
     budget: int = 1000                 # protocol budget: total labels spread over the classes
     folds: int = 5                     # protocol kfold: number of folds
     fold: int = 0                      # protocol kfold: which fold is held out as the test set
+    kfold_labels: str = "all"          # protocol kfold: labels kept in the training folds (all |
+                                       # labels_per_class | ratio | budget); with ``unlabelled`` rest
+                                       # the other training-fold images are the unlabelled set
     unlabelled: str = "rest"           # rest (train minus labelled) | all (whole train split) | none
     label_noise: float = 0.0           # share of labelled items whose label is flipped (seeded)
     seed: int = 0                      # seed of the label protocol (independent of train.seed)

@@ -82,7 +82,10 @@ def prepare(cfg, is_main: bool = True, barrier=lambda: None) -> Prepared:
         test_images, test_labels = np.asarray(te.images[np.flatnonzero(keep)]), mapped[keep]
         test_name, test_errors = test.name, te.errors
 
-    chosen = protocols.select_labelled(labels[pool], cfg.protocol, labels_per_class_=cfg.labels_per_class,
+    within = cfg.kfold_labels if cfg.protocol == "kfold" else cfg.protocol   # semi-supervised K-fold
+    if within == "kfold":
+        raise ValueError("data.kfold_labels=kfold: expected all, labels_per_class, ratio or budget")
+    chosen = protocols.select_labelled(labels[pool], within, labels_per_class_=cfg.labels_per_class,
                                        ratio=cfg.ratio, budget=cfg.budget, seed=cfg.seed)
     labelled = pool[chosen]
     if cfg.unlabelled == "rest":
