@@ -310,3 +310,16 @@ def test_import_semifer_stays_light():
     subprocess.run([sys.executable, "-c", code], check=True)
     import semifer
     assert semifer.Predictor is Predictor and semifer.FacePrediction is FacePrediction
+
+
+def test_explain_detects_every_face_of_a_photo(runs, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "two.png"), two_faces()[:, :, ::-1])
+    cv2.imwrite(str(photos / "coffee.png"), skdata.coffee()[:, :, ::-1])      # no face: reported, skipped
+    out = tmp_path / "explain"
+    assert main(["explain", "--checkpoint", runs[1], "--input", str(photos), "--detector", "auto",
+                 "--out", str(out), "--device", "cpu"]) == 0
+    rows = (out / "explain.csv").read_text().splitlines()[1:]
+    assert sorted(r.split(",")[1] for r in rows) == ["two.png#face0", "two.png#face1"]
+    assert len(list(out.glob("cam_*.png"))) == 2

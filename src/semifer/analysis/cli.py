@@ -31,6 +31,10 @@ def register(sub) -> None:
     e.add_argument("--layer", default="", help="module whose output is weighed (default: last map / ViT block)")
     e.add_argument("--target", default="pred", help="class explained: pred, true (spec inputs) or a class name")
     e.add_argument("--size", type=int, default=192, help="overlay size in px (faces are small)")
+    e.add_argument("--detector", default="none", metavar="NAME",
+                   help="none (inputs are face crops), auto or a detector name: explain every face of a photo")
+    e.add_argument("--margin", type=float, default=0.2, help="context around a face box, per side (as predict)")
+    e.add_argument("--max-side", type=int, default=1280, help="photos are shrunk to this for detection (as predict)")
     e.add_argument("--out", help="output folder (default RUN/explain)")
     e.set_defaults(func=_explain)
 
@@ -109,12 +113,35 @@ def _image_inputs(spec: str, meta: dict, args):
     if os.path.exists(spec):
         files, root = expand_input(spec)
         files = files[:args.limit] if args.limit > 0 else files
-        images = np.stack([fit_to_model(to_rgb(f), meta["size"], meta["in_chans"]) for f in files])
-        return images, None, [os.path.relpath(f, root) if root else os.path.basename(f) for f in files]
+        names = [os.path.relpath(f, root) if root else os.path.basename(f) for f in files]
+        crops, crop_names = [to_rgb(f) for f in files], names
+        if getattr(args, "detector", "none") != "none":          # photos: one crop per detected face
+            crops, crop_names = _face_crops(crops, names, args)
+        images = np.stack([fit_to_model(c, meta["size"], meta["in_chans"]) for c in crops])
+        return images, None, crop_names
     if ":" not in spec:
         raise FileNotFoundError(f"--input {spec!r} is neither an existing image/folder nor a dataset spec (name:path)")
     images, labels, ids = model_arrays(spec, meta, args.split, args.cache_dir, args.limit)
     return images, labels, ids
+
+
+def _face_crops(photos: list, names: list[str], args) -> tuple[list, list[str]]:
+    """Every detected face of every photo, cropped as ``semifer predict`` crops it; names get
+    ``#face<j>`` (most confident first). A photo without a face is reported and skipped."""
+    from semifer.data.faces import create_detector, crop_face, detect_faces
+
+    detector = create_detector(args.detector)
+    crops, crop_names = [], []
+    for rgb, name in zip(photos, names):
+        faces = sorted(detect_faces(detector, rgb, args.max_side), key=lambda f: -f.score)
+        if not faces:
+            print(f"note: no face found in {name}; skipped", file=sys.stderr)
+        for j, face in enumerate(faces):
+            crops.append(crop_face(rgb, face.box, args.margin))
+            crop_names.append(f"{name}#face{j}")
+    if not crops:
+        raise ValueError(f"--detector {args.detector}: no face found in any of {len(photos)} input image(s)")
+    return crops, crop_names
 
 
 def _explain(args) -> int:
