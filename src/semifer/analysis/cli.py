@@ -128,17 +128,16 @@ def _image_inputs(spec: str, meta: dict, args):
 def _face_crops(photos: list, names: list[str], args) -> tuple[list, list[str]]:
     """Every detected face of every photo, cropped as ``semifer predict`` crops it; names get
     ``#face<j>`` (most confident first). A photo without a face is reported and skipped."""
-    from semifer.data.faces import create_detector, crop_face, detect_faces
+    from semifer.data.faces import create_detector, face_crops
 
     detector = create_detector(args.detector)
     crops, crop_names = [], []
     for rgb, name in zip(photos, names):
-        faces = sorted(detect_faces(detector, rgb, args.max_side), key=lambda f: -f.score)
-        if not faces:
+        found = face_crops(detector, rgb, args.margin, args.max_side)
+        if not found:
             print(f"note: no face found in {name}; skipped", file=sys.stderr)
-        for j, face in enumerate(faces):
-            crops.append(crop_face(rgb, face.box, args.margin))
-            crop_names.append(f"{name}#face{j}")
+        crops += [crop for _, crop in found]
+        crop_names += [f"{name}#face{j}" for j in range(len(found))]
     if not crops:
         raise ValueError(f"--detector {args.detector}: no face found in any of {len(photos)} input image(s)")
     return crops, crop_names

@@ -4,8 +4,9 @@ Fold k is an ordinary training run with ``data.protocol=kfold data.folds=K data.
 stratified fold k of the train split is the test set and the other K - 1 folds are the labelled
 pool (``data/protocols.py: kfold``). ``data.kfold_labels`` (labels_per_class, ratio or budget)
 keeps only that many labels in the pool and, with ``data.unlabelled=rest``, makes the rest of
-it the unlabelled set: semi-supervised K-fold with any algorithm. Runs live in ``OUT/fold<k>``; a fold with a summary.json is
-finished and skipped, one with a checkpoint is resumed, so an interrupted K-fold continues.
+it the unlabelled set: semi-supervised K-fold with any algorithm. Runs live in ``OUT/fold<k>``;
+a fold with a summary.json is finished and skipped, one with a checkpoint is resumed, so an
+interrupted K-fold continues.
 """
 from __future__ import annotations
 

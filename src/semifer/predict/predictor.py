@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from semifer.data.cache import _fit as fit_to_model  # the resize/convert that built the training cache
-from semifer.data.faces import Face, create_detector, crop_face, detect_faces
+from semifer.data.faces import Face, create_detector, detect_faces, face_crops
 from semifer.data.transforms import normalize
 from semifer.engine.model_io import load_model
 from semifer.predict.inputs import as_items, image_name, to_rgb
@@ -105,7 +105,7 @@ class Predictor:
         is the one crop and the face is None."""
         if not detect:
             return [(None, rgb)]
-        return [(f, crop_face(rgb, f.box, self.margin)) for f in self.find_faces(rgb)]
+        return face_crops(self.detector, rgb, self.margin, self.max_side)
 
     def iter_predict(self, images: Any, detect: bool = True,
                      batch_size: int = 64) -> Iterator[FacePrediction]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from semifer.data.faces.base import Face, detect_faces
+
 
 def square_around(box: tuple[float, float, float, float], margin: float = 0.2) -> tuple[int, int, int]:
     """(x, y, w, h) -> (x0, y0, side) of the square centred on the box whose side is the box's
@@ -32,3 +34,11 @@ def crop_face(image: np.ndarray, box: tuple[float, float, float, float], margin:
         interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
         crop = cv2.resize(crop, (size, size), interpolation=interp).reshape(size, size, *image.shape[2:])
     return np.ascontiguousarray(crop)
+
+
+def face_crops(detector, image: np.ndarray, margin: float = 0.2,
+               max_side: int = 1280) -> list[tuple[Face, np.ndarray]]:
+    """(face, crop) for every face ``detector`` finds in an RGB uint8 image, most confident
+    first; detection runs at ``max_side`` at most, crops come from full resolution."""
+    faces = sorted(detect_faces(detector, image, max_side), key=lambda f: -f.score)
+    return [(f, crop_face(image, f.box, margin)) for f in faces]
