@@ -1,6 +1,9 @@
 import os
+import socket
 
 import pytest
+import torch
+import torch.distributed as dist
 
 # Every engine test trains this small model on the embedded synthetic faces at 32 px.
 TINY = [
@@ -19,3 +22,26 @@ def tiny(tmp_path):
 @pytest.fixture(autouse=True)
 def _quiet_threads():
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _gloo_worker(rank: int, world: int, port: int, out_dir: str, fn) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.save(fn(rank), os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture
+def on_ranks(tmp_path):
+    """``on_ranks(fn, world=2)``: run module-level ``fn(rank)`` in ``world`` gloo processes (a
+    real process group, as under torchrun) and return each rank's result."""
+    def run(fn, world: int = 2) -> list:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        torch.multiprocessing.spawn(_gloo_worker, args=(world, port, str(tmp_path), fn), nprocs=world, join=True)
+        return [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
+    return run

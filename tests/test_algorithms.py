@@ -2,12 +2,9 @@
 algorithm on a tiny net (parameters move, the unsupervised term alone has gradient, state
 round-trips), and threshold state kept identical across 2 CPU DDP processes."""
 import math
-import os
-import socket
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -323,24 +320,12 @@ def _run(name: str, batches: list[dict]) -> dict:
     return {k: v.clone() for k, v in algo.state_dict().items()}
 
 
-def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    states = {name: _run(name, _rank_batches(rank)) for name in ("flexmatch", "freematch")}
-    torch.save(states, os.path.join(out_dir, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+def _rank_states(rank: int) -> dict:
+    return {name: _run(name, _rank_batches(rank)) for name in ("flexmatch", "freematch")}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_ddp_threshold_state_is_identical_across_ranks(tmp_path):
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+def test_ddp_threshold_state_is_identical_across_ranks(on_ranks):
+    r0, r1 = on_ranks(_rank_states)
     # the same steps on one process with both ranks' batches concatenated (rank order)
     joint = [{k: torch.cat([a[k], b[k]]) for k in a} for a, b in zip(_rank_batches(0), _rank_batches(1))]
     for name in ("flexmatch", "freematch"):

@@ -4,12 +4,9 @@ behaviour on CNN maps and ViT tokens; gradients of the negative term; state roun
 thresholds identical on every rank; a short engine run that reloads."""
 import json
 import math
-import os
-import socket
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 
 from semifer.algorithms import create_algorithm
@@ -311,21 +308,12 @@ def _run(dta: str, batches: list[dict]) -> dict:
     return {k: v.clone() for k, v in algo.state_dict().items()}
 
 
-def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    states = {dta: _run(dta, _rank_batches(rank)) for dta in ("self_adaptive", "labelled")}
-    torch.save(states, os.path.join(out_dir, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+def _rank_states(rank: int) -> dict:
+    return {dta: _run(dta, _rank_batches(rank)) for dta in ("self_adaptive", "labelled")}
 
 
-def test_ddp_thresholds_identical_across_ranks(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+def test_ddp_thresholds_identical_across_ranks(on_ranks):
+    r0, r1 = on_ranks(_rank_states)
     joint = [{k: torch.cat([a[k], b[k]]) for k in a} for a, b in zip(_rank_batches(0), _rank_batches(1))]
     for dta in ("self_adaptive", "labelled"):
         single = _run(dta, joint)   # one process seeing both ranks' batches
