@@ -334,6 +334,9 @@ def test_sfew(tmp_path):
     assert names(sfew(str(tmp_path), split="val")) == ["fear"]
     with pytest.raises(DataError, match="SFEW 2.0 test labels are not public"):
         sfew(str(tmp_path), split="test")
+    write_image(tmp_path / "Val" / "Contempt" / "c.png", rgb=True)
+    with pytest.raises(DataError, match=r"Val: sfew has the 7 basic expressions; .*found Contempt, Fear"):
+        sfew(str(tmp_path), split="val")
 
 
 # --------------------------------------------------------------------------- folder / csv

@@ -22,8 +22,7 @@ import numpy as np
 from semifer.data import labels as L
 from semifer.data.base import DataError, Split, register_dataset
 from semifer.data.readers.generic import (
-    ArrayImages, ImageFiles, check_options, check_split, expression_folders, parse_int,
-    read_csv, scan_class_folders, split_name,
+    ArrayImages, basic7_folder_split, check_options, check_split, parse_int, read_csv, split_name,
 )
 
 SPLITS = ("train", "val", "test")
@@ -97,13 +96,8 @@ def read_csv_split(path: str, split: str) -> Split:
 
 
 def read_folder_split(root: str) -> Split:
-    classes, class_of = expression_folders(root)
-    if classes != L.BASIC7:
-        raise DataError(f"{root}: FER2013 has no contempt class; expected class folders "
-                        "angry, disgust, fear, happy, neutral, sad, surprise")
-    ids, targets, paths = scan_class_folders(root, classes, class_of)
-    return Split(name=split_name("fer2013", root), classes=classes, ids=ids, labels=targets,
-                 load=ImageFiles(paths), grayscale=True)
+    return basic7_folder_split("fer2013", root, "angry, disgust, fear, happy, neutral, sad, surprise",
+                               grayscale=True)
 
 
 @register_dataset("fer2013")

@@ -166,6 +166,18 @@ def expression_folders(root: str) -> tuple[tuple[str, ...], dict[str, str]]:
     return L.expression_classes(class_of.values()), class_of
 
 
+def basic7_folder_split(kind: str, root: str, expected: str, grayscale: bool = False) -> Split:
+    """``root/<class>/`` folders of a dataset with exactly the 7 basic expressions (no contempt);
+    ``expected`` spells the dataset's own folder names for the error."""
+    classes, class_of = expression_folders(root)
+    if classes != L.BASIC7:
+        raise DataError(f"{root}: {kind} has the 7 basic expressions; expected class folders {expected}, "
+                        f"found {', '.join(sorted(class_of))}")
+    ids, targets, paths = scan_class_folders(root, classes, class_of)
+    return Split(name=split_name(kind, root), classes=classes, ids=ids, labels=targets,
+                 load=ImageFiles(paths), grayscale=grayscale)
+
+
 # --------------------------------------------------------------------------- folder
 
 def folder_root(path: str, split: str) -> str:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import os
 
-from semifer.data import labels as L
 from semifer.data.base import DataError, Split, register_dataset
 from semifer.data.readers.generic import (
-    ImageFiles, check_options, check_split, expression_folders, scan_class_folders, split_name,
+    basic7_folder_split, check_options, check_split,
 )
 
 FOLDERS = {"train": "Train", "val": "Val"}
@@ -25,10 +24,4 @@ def sfew(path: str, split: str = "train", **unknown) -> Split:
         raise DataError("SFEW 2.0 test labels are not public; valid splits: train, val")
     check_split(split, tuple(FOLDERS), "sfew")
     root = os.path.join(path, FOLDERS[split])
-    classes, class_of = expression_folders(root)
-    if classes != L.BASIC7:
-        raise DataError(f"{root}: SFEW has no contempt class; expected class folders "
-                        "Angry, Disgust, Fear, Happy, Neutral, Sad, Surprise")
-    ids, targets, paths = scan_class_folders(root, classes, class_of)
-    return Split(name=split_name("sfew", root), classes=classes, ids=ids, labels=targets,
-                 load=ImageFiles(paths))
+    return basic7_folder_split("sfew", root, "Angry, Disgust, Fear, Happy, Neutral, Sad, Surprise")
