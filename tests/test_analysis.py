@@ -12,7 +12,7 @@ from PIL import Image
 
 from semifer.analysis import attack, calibration, cam, kfold, report
 from semifer.cli import main
-from semifer.evaluation.metrics import expected_calibration_error
+from semifer.evaluation.metrics import expected_calibration_error, mcnemar
 from semifer.models import create_model
 
 PATCH = 8
@@ -150,6 +150,18 @@ def test_ece_on_hand_made_predictions():
     labels = np.array([0, 0, 0, 0, 0, 0, 1, 1])
     assert expected_calibration_error(probs, labels) == pytest.approx(0.05)
     assert expected_calibration_error(np.eye(3), np.arange(3)) == 0.0
+
+
+def test_mcnemar_exact_by_hand():
+    # 10 images: 3 both right, 1 right by A alone, 5 by B alone, 1 both wrong. Only the 6
+    # discordant count: p = 2 * P(X <= 1), X ~ Bin(6, 1/2) = 2 * (1 + 6) / 64
+    a = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0], bool)
+    b = np.array([1, 1, 1, 0, 1, 1, 1, 1, 1, 0], bool)
+    assert mcnemar(a, b) == {"only_a": 1, "only_b": 5, "p_value": pytest.approx(14 / 64)}
+    assert mcnemar(b, a)["p_value"] == pytest.approx(14 / 64)
+    assert mcnemar(a, a) == {"only_a": 0, "only_b": 0, "p_value": 1.0}
+    with pytest.raises(ValueError, match="same images"):
+        mcnemar(a, b[:5])
 
 
 def test_temperature_scaling_lowers_nll_of_an_overconfident_model():

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,10 @@ def test_run_folder_and_summary(tiny, tmp_path):
     assert summary["images_per_s"] > 0 and summary["iterations"] == 6
     counts = json.loads((run / "data.json").read_text())
     assert counts["labelled"] == [6] * 7
+    rows = (run / "test_predictions.csv").read_text().splitlines()
+    assert rows[0] == "id,label,pred,confidence" and len(rows) == 1 + summary["num_images"]
+    right = [r.split(",")[1] == r.split(",")[2] for r in rows[1:]]
+    assert sum(right) / len(right) == pytest.approx(summary["accuracy"])
 
 
 def test_refuses_to_overwrite_and_resume_needs_a_run(tiny, tmp_path):
@@ -101,6 +106,27 @@ def test_cli_train_eval_list(tiny, tmp_path):
     metrics = json.loads(out.stdout)
     assert metrics["num_images"] == 50 and len(metrics["confusion_matrix"]) == 7
     assert (tmp_path / "run" / "eval" / "metrics_confusion.png").exists()
+    assert len((tmp_path / "run" / "eval" / "metrics_predictions.csv").read_text().splitlines()) == 51
+
+    # compare: a copy whose predictions are right on one more image than the run's
+    run, other = tmp_path / "run", tmp_path / "other"
+    shutil.copytree(run, other)
+    rows = (run / "test_predictions.csv").read_text().splitlines()
+    wrong = next(i for i, r in enumerate(rows[1:], 1) if r.split(",")[1] != r.split(",")[2])
+    image, label, _, conf = rows[wrong].split(",")
+    rows[wrong] = ",".join([image, label, label, conf])
+    (other / "test_predictions.csv").write_text("\n".join(rows) + "\n")
+    out = subprocess.run(cli + ["compare", str(run), str(other)], check=True, capture_output=True, text=True).stdout
+    n = len(rows) - 1
+    assert f"{other}: {100 / n:+.2f} points; right only here 1, only in the reference 0; p = 1" in out
+    assert "--eval" not in out and f"{run}: not paired" not in out
+    out = subprocess.run(cli + ["compare", "--eval", str(run), str(other)], check=True, capture_output=True,
+                         text=True).stdout   # the copy holds the same eval folder: no difference
+    assert f"{other}: +0.00 points; right only here 0, only in the reference 0; p = 1" in out
+    (other / "eval" / "metrics_predictions.csv").write_text("id,label,pred,confidence\nx.png,happy,happy,0.9\n")
+    out = subprocess.run(cli + ["compare", "--eval", str(run), str(other)], check=True, capture_output=True,
+                         text=True).stdout
+    assert f"{other}: not paired: its test images or labels differ from {run}'s" in out
     names = subprocess.run(cli + ["list", "algorithms"], check=True, capture_output=True, text=True).stdout.split()
     assert "supervised" in names and "fixmatch" in names
     bad = subprocess.run(cli + ["train"] + tiny + ["train.bogus=1"], capture_output=True, text=True)

@@ -2,7 +2,7 @@
 
     semifer train --config recipes/x.yaml [--data SPEC] [--out DIR] key=value ...
     semifer eval --checkpoint RUN_DIR --data SPEC [--split test]
-    semifer compare RUN_DIR ...
+    semifer compare RUN_DIR ... [--eval]
     semifer list algorithms|datasets|models
 """
 from __future__ import annotations
@@ -54,14 +54,15 @@ def _eval(args) -> int:
     skipped_classes = sorted({split.classes[y] for y in split.labels} - set(lookup))
     probs = predict_probs(model, np.asarray(dec.images[np.flatnonzero(keep)]), device, meta["mean"], meta["std"])
     out = args.out or os.path.join(args.checkpoint if os.path.isdir(args.checkpoint) else ".", "eval")
-    metrics = write_eval(out, probs, labels[keep], meta["classes"], name="metrics", extra={
+    ids = [split.ids[i] for i in np.flatnonzero(keep)]
+    metrics = write_eval(out, probs, labels[keep], meta["classes"], name="metrics", ids=ids, extra={
         "data": args.data, "split": args.split, "skipped_unreadable": int((~dec.ok).sum()),
         "skipped_classes_not_trained": skipped_classes,
         "temperature": meta.get("temperature", 1.0)})   # 1.0: no `semifer calibrate` fit applied
     fused, _ = load_fused_model(args.checkpoint, device=device)
     if fused is not None:  # the algorithm's own predictor (SIT-FER's fusion), beside the classifier
         fprobs = predict_probs(fused, np.asarray(dec.images[np.flatnonzero(keep)]), device, meta["mean"], meta["std"])
-        fm = write_eval(out, fprobs, labels[keep], meta["classes"], name="metrics_fused")
+        fm = write_eval(out, fprobs, labels[keep], meta["classes"], name="metrics_fused", ids=ids)
         metrics.update(fused_accuracy=fm["accuracy"], fused_macro_f1=fm["macro_f1"])
     print(json.dumps(metrics, indent=2))
     print(f"confusion matrix and reliability diagram written to {out}", file=sys.stderr)
@@ -69,19 +70,57 @@ def _eval(args) -> int:
 
 
 def _compare(args) -> int:
+    import numpy as np
+
+    from semifer.engine.evaluate import read_predictions
+    from semifer.evaluation.metrics import mcnemar
+
+    # the training run's final test (summary.json), or what `semifer eval --out RUN/eval` wrote
+    metrics_file, preds_file = ("eval/metrics.json", "eval/metrics_predictions.csv") if args.eval \
+        else ("summary.json", "test_predictions.csv")
     rows = []
     for run in args.runs:
-        path = os.path.join(run, "summary.json")
+        path = os.path.join(run, metrics_file)
         if not os.path.exists(path):
-            print(f"{run}: no summary.json (unfinished run?)", file=sys.stderr)
+            print(f"{run}: no {metrics_file} ({'run semifer eval --out RUN/eval' if args.eval else 'unfinished run?'})",
+                  file=sys.stderr)
             continue
         with open(path) as f:
             s = json.load(f)
+        if args.eval:   # the run's own summary names the algorithm and the labels it used
+            with open(os.path.join(run, "summary.json")) as f:
+                s = {**json.load(f), **s}
         rows.append((run, s["algorithm"], s["labels_used"], s["accuracy"], s["macro_f1"], s["wall_s"] / 60))
+    if not rows:
+        return 1
     print(f"{'run':<36}{'algorithm':<14}{'labels':>8}{'accuracy':>10}{'macro-F1':>10}{'minutes':>9}")
     for r in rows:
         print(f"{r[0]:<36}{r[1]:<14}{r[2]:>8}{r[3]:>10.4f}{r[4]:>10.4f}{r[5]:>9.1f}")
-    return 0 if rows else 1
+
+    # paired test of every run against the first, image by image
+    ref = rows[0][0]
+    preds = {}
+    for run, *_ in rows:
+        path = os.path.join(run, preds_file)
+        preds[run] = read_predictions(path) if os.path.exists(path) else None
+    if len(rows) > 1 and preds[ref] is not None:
+        print(f"\nagainst {ref} (McNemar's exact test on the images one run gets right and the other wrong):")
+    for run, *_ in rows[1:]:
+        a, b = preds[ref], preds[run]
+        if a is None or b is None:
+            print(f"{run}: not paired: no {preds_file} in {ref if a is None else run}")
+            continue
+        if a.keys() != b.keys() or any(a[i][0] != b[i][0] for i in a):
+            print(f"{run}: not paired: its test images or labels differ from {ref}'s")
+            continue
+        ids = sorted(a)
+        right_ref = np.array([a[i][0] == a[i][1] for i in ids])
+        right_run = np.array([b[i][0] == b[i][1] for i in ids])
+        t = mcnemar(right_run, right_ref)
+        delta = 100 * (right_run.mean() - right_ref.mean())
+        print(f"{run}: {delta:+.2f} points; right only here {t['only_a']}, only in the reference "
+              f"{t['only_b']}; p = {t['p_value']:.2g}")
+    return 0
 
 
 def _list(args) -> int:
@@ -119,8 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--cache-dir", default=".cache/semifer")
     e.set_defaults(func=_eval)
 
-    c = sub.add_parser("compare", help="table of finished runs' test metrics")
+    c = sub.add_parser("compare", help="finished runs' test metrics, each paired-tested against the first")
     c.add_argument("runs", nargs="+")
+    c.add_argument("--eval", action="store_true",
+                   help="use RUN/eval (written by semifer eval --out RUN/eval) instead of the run's final test")
     c.set_defaults(func=_compare)
 
     ls = sub.add_parser("list", help="print a registry, one name a line")

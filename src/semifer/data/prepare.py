@@ -5,7 +5,7 @@ not import the rest of semifer.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,6 +31,7 @@ class Prepared:
     flipped: np.ndarray            # indices whose label was flipped by label noise
     cache_dir: str = ""            # where the decoded arrays live (per-image caches go beside them)
     train_cache_key: str = ""      # key of the decoded train array in cache_dir
+    test_ids: list[str] = field(default_factory=list)   # one per test image, for per-image outputs
 
 
 def _open_test(cfg, train: Split) -> Split:
@@ -73,6 +74,7 @@ def prepare(cfg, is_main: bool = True, barrier=lambda: None) -> Prepared:
         fold_train, fold_test = protocols.kfold(labels[usable], cfg.folds, cfg.fold, cfg.seed)
         pool, held = usable[fold_train], usable[fold_test]
         test_images, test_labels, test_name, test_errors = tr.images[held], labels[held], f"{train.name}#fold{cfg.fold}", []
+        test_ids = [train.ids[i] for i in held]
     else:
         pool = usable
         test = _open_test(cfg, train)
@@ -81,6 +83,7 @@ def prepare(cfg, is_main: bool = True, barrier=lambda: None) -> Prepared:
         keep &= te.ok
         test_images, test_labels = np.asarray(te.images[np.flatnonzero(keep)]), mapped[keep]
         test_name, test_errors = test.name, te.errors
+        test_ids = [test.ids[i] for i in np.flatnonzero(keep)]
 
     within = cfg.kfold_labels if cfg.protocol == "kfold" else cfg.protocol   # semi-supervised K-fold
     if within == "kfold":
@@ -103,4 +106,4 @@ def prepare(cfg, is_main: bool = True, barrier=lambda: None) -> Prepared:
 
     return Prepared(train.classes, channels, train.ids, tr.images, train_labels, labels, labelled,
                     unlabelled, test_images, test_labels, test_name, tr.errors + test_errors, flipped,
-                    cfg.cache_dir, cache_key(train, cfg.size, channels))
+                    cfg.cache_dir, cache_key(train, cfg.size, channels), test_ids)

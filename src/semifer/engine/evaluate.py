@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 
@@ -38,8 +39,9 @@ def predict_probs(model, images: np.ndarray, device: torch.device, mean=0.5, std
 
 
 def write_eval(out_dir: str, probs: np.ndarray, labels: np.ndarray, classes, extra: dict | None = None,
-               name: str = "eval") -> dict:
-    """Metrics JSON plus confusion-matrix and reliability PNGs; returns the metrics."""
+               name: str = "eval", ids: list[str] | None = None) -> dict:
+    """Metrics JSON plus confusion-matrix and reliability PNGs; returns the metrics. With ``ids``
+    (one per image) also ``{name}_predictions.csv``, what ``semifer compare`` pairs runs on."""
     metrics = classification_metrics(labels, probs, classes)
     metrics.update(extra or {})
     os.makedirs(out_dir, exist_ok=True)
@@ -48,4 +50,26 @@ def write_eval(out_dir: str, probs: np.ndarray, labels: np.ndarray, classes, ext
     plot_reliability(probs, labels, os.path.join(out_dir, f"{name}_reliability.png"))
     with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
         json.dump(metrics, f, indent=2)
+    if ids is not None:
+        write_predictions(os.path.join(out_dir, f"{name}_predictions.csv"), ids, probs, labels, classes)
     return metrics
+
+
+def write_predictions(path: str, ids: list[str], probs: np.ndarray, labels: np.ndarray, classes) -> None:
+    """One row per image: id, true and predicted class names, the predicted class's probability."""
+    if len(ids) != len(probs):
+        raise ValueError(f"{path}: {len(ids)} ids for {len(probs)} predictions")
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "label", "pred", "confidence"])
+        for i, p, y in zip(ids, probs, labels):
+            w.writerow([i, classes[y], classes[int(p.argmax())], f"{p.max():.4f}"])
+
+
+def read_predictions(path: str) -> dict[str, tuple[str, str]]:
+    """``{id: (label, pred)}`` from a ``*_predictions.csv``."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or rows[0][:3] != ["id", "label", "pred"]:
+        raise ValueError(f"{path}:1: expected a header id,label,pred,confidence")
+    return {r[0]: (r[1], r[2]) for r in rows[1:]}

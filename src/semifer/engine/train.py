@@ -352,7 +352,7 @@ def train(cfg: Config) -> dict:
     if d.is_main:
         probs = predict_probs(eval_model(), data.test_images, d.device, dc.mean, dc.std, tc.eval_batch_size, amp)
         wall = time.time() - t_start
-        summary = write_eval(run, probs, data.test_labels, data.classes, name="test", extra={
+        summary = write_eval(run, probs, data.test_labels, data.classes, name="test", ids=data.test_ids, extra={
             "test_data": data.test_name, "weights": "ema" if eval_model() is not model else "model"})
         summary.update({
             "run": run, "algorithm": cfg.algorithm.get("name"), "model": cfg.model.name,
@@ -366,7 +366,7 @@ def train(cfg: Config) -> dict:
         if exported is not None:  # the algorithm's own predictor, beside the classifier-only numbers
             fused = FusedModel(model, algo.load_predictor(*exported).to(d.device))
             fprobs = predict_probs(fused, data.test_images, d.device, dc.mean, dc.std, tc.eval_batch_size, amp)
-            fm = write_eval(run, fprobs, data.test_labels, data.classes, name="test_fused")
+            fm = write_eval(run, fprobs, data.test_labels, data.classes, name="test_fused", ids=data.test_ids)
             summary.update(fused_accuracy=fm["accuracy"], fused_macro_f1=fm["macro_f1"])
         with open(os.path.join(run, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)

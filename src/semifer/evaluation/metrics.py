@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import binomtest
 from sklearn.metrics import confusion_matrix, f1_score, recall_score
 
 
@@ -30,3 +31,17 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes) -> di
         "ece": expected_calibration_error(probs, labels),
         "num_images": int(len(labels)),
     }
+
+
+def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
+    """Exact McNemar test of two classifiers on the same images (bool arrays, one per image).
+
+    Only the discordant images count: ``only_a`` right by A alone, ``only_b`` by B alone. Under
+    "equally accurate" each is A's with probability 1/2, so p is the two-sided binomial test of
+    ``only_a`` in ``only_a + only_b`` trials."""
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if a.shape != b.shape:
+        raise ValueError(f"paired test needs the same images: {a.shape} vs {b.shape} predictions")
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return {"only_a": only_a, "only_b": only_b, "p_value": float(p)}
