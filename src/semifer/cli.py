@@ -93,9 +93,10 @@ def _compare(args) -> int:
         rows.append((run, s["algorithm"], s["labels_used"], s["accuracy"], s["macro_f1"], s["wall_s"] / 60))
     if not rows:
         return 1
-    print(f"{'run':<36}{'algorithm':<14}{'labels':>8}{'accuracy':>10}{'macro-F1':>10}{'minutes':>9}")
+    w = max(len("run"), *(len(r[0]) for r in rows)) + 2
+    print(f"{'run':<{w}}{'algorithm':<14}{'labels':>8}{'accuracy':>10}{'macro-F1':>10}{'minutes':>9}")
     for r in rows:
-        print(f"{r[0]:<36}{r[1]:<14}{r[2]:>8}{r[3]:>10.4f}{r[4]:>10.4f}{r[5]:>9.1f}")
+        print(f"{r[0]:<{w}}{r[1]:<14}{r[2]:>8}{r[3]:>10.4f}{r[4]:>10.4f}{r[5]:>9.1f}")
 
     # paired test of every run against the first, image by image
     ref = rows[0][0]
