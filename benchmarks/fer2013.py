@@ -6,7 +6,8 @@
 Extracts ``../shared/datasets/fer2013.tar.gz`` once (to ``--data-root``) unless ``--data`` names
 a copy, trains one run per (labels, seed, algorithm) with ``semifer train``, and prints one JSON
 object per run (val accuracy, macro-F1, wall minutes, images/s, the pseudo-label accuracy and
-mask-ratio curves), appending it to ``--results``.
+mask-ratio curves, and which val images it got right), appending it to ``--results``.
+``benchmarks/paired.py`` then tests each row against supervised from the results file alone.
 """
 from __future__ import annotations
 
@@ -47,6 +48,15 @@ def curves(run: str) -> dict:
                 out["pl_acc"].append(rec["pl_acc"])
                 out["mask"].append(rec["mask"])
     return out
+
+
+def val_correct(run: str) -> dict:
+    """Right/wrong per val image as a '0'/'1' string in id order, with the fingerprint of the
+    images and labels it refers to: enough for a paired test once the run folder is gone."""
+    from semifer.engine.evaluate import correctness, read_predictions
+
+    fingerprint, right = correctness(read_predictions(os.path.join(run, "test_predictions.csv")))
+    return {"val_fingerprint": fingerprint, "val_correct": "".join("1" if r else "0" for r in right)}
 
 
 def main() -> None:
@@ -95,7 +105,7 @@ def main() -> None:
                        "model": s["model"], "iterations": s["iterations"], "val_accuracy": s["accuracy"],
                        "val_macro_f1": s["macro_f1"], "wall_min": round(s["wall_s"] / 60, 2),
                        "images_per_s": s["images_per_s"], "run": run, "overrides": args.overrides,
-                       "curves": curves(run)}
+                       "curves": curves(run), **val_correct(run)}
                 if args.test:
                     ev = subprocess.run([sys.executable, "-m", "semifer.cli", "eval", "--checkpoint", run,
                                          "--data", args.test, "--split", args.test_split],

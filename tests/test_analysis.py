@@ -164,6 +164,38 @@ def test_mcnemar_exact_by_hand():
         mcnemar(a, b[:5])
 
 
+def test_benchmark_rows_paired_from_the_results_file_alone():
+    import importlib.util
+
+    from semifer.engine.evaluate import correctness
+
+    root = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "paired.py")
+    spec = importlib.util.spec_from_file_location("paired", root)
+    paired = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(paired)
+
+    preds = {"b.png": ("sad", "sad"), "a.png": ("happy", "sad"), "c.png": ("fear", "fear")}
+    fp, right = correctness(preds)
+    assert right.tolist() == [False, True, True]           # id order: a, b, c
+    assert correctness({**preds, "a.png": ("happy", "happy")})[0] == fp
+    assert correctness({**preds, "a.png": ("sad", "sad")})[0] != fp  # another label: not pairable
+
+    split = {"dataset": "d", "labels_per_class": 100, "iterations": 10, "model": "m", "val_fingerprint": fp}
+    rows = [{**split, "algorithm": "supervised", "overrides": [], "seed": 0, "val_correct": "10100"},
+            {**split, "algorithm": "fixmatch", "overrides": ["algorithm.tau=0.7"], "seed": 0, "val_correct": "11111"},
+            {**split, "algorithm": "fixmatch", "overrides": [], "seed": 1, "val_correct": "11111"},   # no reference
+            {**split, "algorithm": "ema_teacher", "overrides": [], "seed": 0, "val_correct": "11111",
+             "val_fingerprint": "other"},                                                          # other images
+            {**split, "algorithm": "flexmatch", "overrides": [], "seed": 0}]                       # older row
+    out = paired.paired_rows(rows)
+    assert len(out) == 1
+    # right only in the run: 3 images, only in the reference: 0; p = 2 * (1/2)^3
+    assert out[0] == {"algorithm": "fixmatch", "overrides": ["algorithm.tau=0.7"], "seed": 0,
+                      "labels_per_class": 100, "iterations": 10, "accuracy": 100.0,
+                      "reference_accuracy": 40.0, "delta": 60.0, "only_run": 3, "only_reference": 0,
+                      "p_value": 0.25}
+
+
 def test_temperature_scaling_lowers_nll_of_an_overconfident_model():
     g = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 4, (400,), generator=g)

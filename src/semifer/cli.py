@@ -70,9 +70,7 @@ def _eval(args) -> int:
 
 
 def _compare(args) -> int:
-    import numpy as np
-
-    from semifer.engine.evaluate import read_predictions
+    from semifer.engine.evaluate import correctness, read_predictions
     from semifer.evaluation.metrics import mcnemar
 
     # the training run's final test (summary.json), or what `semifer eval --out RUN/eval` wrote
@@ -103,7 +101,7 @@ def _compare(args) -> int:
     preds = {}
     for run, *_ in rows:
         path = os.path.join(run, preds_file)
-        preds[run] = read_predictions(path) if os.path.exists(path) else None
+        preds[run] = correctness(read_predictions(path)) if os.path.exists(path) else None
     if len(rows) > 1 and preds[ref] is not None:
         print(f"\nagainst {ref} (McNemar's exact test on the images one run gets right and the other wrong):")
     for run, *_ in rows[1:]:
@@ -111,12 +109,10 @@ def _compare(args) -> int:
         if a is None or b is None:
             print(f"{run}: not paired: no {preds_file} in {ref if a is None else run}")
             continue
-        if a.keys() != b.keys() or any(a[i][0] != b[i][0] for i in a):
+        if a[0] != b[0]:
             print(f"{run}: not paired: its test images or labels differ from {ref}'s")
             continue
-        ids = sorted(a)
-        right_ref = np.array([a[i][0] == a[i][1] for i in ids])
-        right_run = np.array([b[i][0] == b[i][1] for i in ids])
+        right_ref, right_run = a[1], b[1]
         t = mcnemar(right_run, right_ref)
         delta = 100 * (right_run.mean() - right_ref.mean())
         print(f"{run}: {delta:+.2f} points; right only here {t['only_a']}, only in the reference "

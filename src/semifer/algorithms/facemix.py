@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from semifer.algorithms.base import Algorithm, StepOutput, register_algorithm
 from semifer.algorithms.mixup import MixRNG, mix_pairs, sample_lam, soft_ce
+from semifer.io import atomic_path
 
 VARIANTS = ("L1", "L2", "L3", "L4")
 KAPPAS = ("iou", "psnr", "ssim", "fsim")
@@ -121,9 +122,8 @@ def cached_boxes(images: np.ndarray, indices: np.ndarray, path: str, detector_na
         print(f"facemix: detecting faces in {len(todo)} images with {type(detector).__name__} (cached in {path})")
         boxes[todo] = detect_boxes(images, todo, detector)
         if path:
-            tmp = f"{path}.tmp{os.getpid()}.npy"
-            np.save(tmp, boxes)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                np.save(tmp, boxes)
     return boxes
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import numpy as np
 import torch
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 
 from semifer.data.transforms import normalize
 from semifer.evaluation.metrics import expected_calibration_error
+from semifer.io import atomic_path
 
 
 @torch.no_grad()
@@ -92,8 +92,7 @@ def calibrate(checkpoint: str, images: np.ndarray, labels: np.ndarray, weights: 
     if len(held):
         result["holdout"] = calibration_summary(logits[held], y[held], t)
     path = temperature_path(ckpt.find_weights(checkpoint, "last"))
-    with open(path + ".tmp", "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(result, f, indent=2)
-    os.replace(path + ".tmp", path)
     result["path"] = path
     return result

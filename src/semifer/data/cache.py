@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from semifer.data.base import DataError, Split
+from semifer.io import atomic_path
 
 
 @dataclass
@@ -59,8 +60,21 @@ def decode_split(split: Split, size: int, channels: int, cache_dir: str, strict:
             raise DataError(f"{len(errors)} unreadable images in {split.name}, first: {errors[0][1]}")
         return Decoded(images, np.asarray(meta["ok"], dtype=bool), errors)
 
-    tmp = f"{base}.u8.tmp{os.getpid()}"
-    images = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
+    # Two runs may build the same cache at once: each writes its own temporary files and the
+    # last rename wins (both hold the same pixels).
+    with atomic_path(base + ".u8") as tmp:
+        ok, errors = _decode_into(split, tmp, shape, size, channels, strict, workers, progress)
+    with atomic_path(base + ".json") as tmp:  # written last: it marks the cache complete
+        with open(tmp, "w") as f:
+            json.dump({"split": split.name, "shape": shape, "ok": ok.tolist(), "errors": errors}, f)
+    return Decoded(np.memmap(base + ".u8", dtype=np.uint8, mode="r", shape=shape), ok, errors)
+
+
+def _decode_into(split: Split, path: str, shape: tuple, size: int, channels: int, strict: bool,
+                 workers: int, progress: bool) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Decode every image of ``split`` into a new uint8 memmap at ``path``; returns which
+    decoded and the (id, error) of those that did not."""
+    images = np.memmap(path, dtype=np.uint8, mode="w+", shape=shape)
     ok = np.ones(len(split), dtype=bool)
     errors: list[tuple[str, str]] = []
 
@@ -81,10 +95,5 @@ def decode_split(split: Split, size: int, channels: int, cache_dir: str, strict:
             iterator = tqdm(iterator, total=len(split), desc=f"decoding {split.name}", leave=False)
         for _ in iterator:
             pass
-    images.flush()
-    del images
-    os.replace(tmp, base + ".u8")  # the .json written last marks the cache complete
-    with open(base + ".json.tmp", "w") as f:
-        json.dump({"split": split.name, "shape": shape, "ok": ok.tolist(), "errors": errors}, f)
-    os.replace(base + ".json.tmp", base + ".json")
-    return Decoded(np.memmap(base + ".u8", dtype=np.uint8, mode="r", shape=shape), ok, errors)
+    images.flush()  # the memmap is closed when this function returns, before the rename
+    return ok, errors

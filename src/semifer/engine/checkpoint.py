@@ -14,15 +14,16 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 
+from semifer.io import atomic_path
+
 
 class CheckpointError(RuntimeError):
     pass
 
 
 def _atomic(path: str, write) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    write(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def save_weights(path: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:

@@ -73,3 +73,14 @@ def read_predictions(path: str) -> dict[str, tuple[str, str]]:
     if not rows or rows[0][:3] != ["id", "label", "pred"]:
         raise ValueError(f"{path}:1: expected a header id,label,pred,confidence")
     return {r[0]: (r[1], r[2]) for r in rows[1:]}
+
+
+def correctness(preds: dict[str, tuple[str, str]]) -> tuple[str, np.ndarray]:
+    """``(fingerprint, right)`` of ``read_predictions`` output: ``right[i]`` says whether the
+    i-th image in id order was classified correctly; the fingerprint (sha1 of the sorted id and
+    label pairs) is equal for two runs exactly when a paired test between them is valid."""
+    import hashlib
+
+    ids = sorted(preds)
+    fingerprint = hashlib.sha1("\n".join(f"{i}\t{preds[i][0]}" for i in ids).encode()).hexdigest()
+    return fingerprint, np.array([preds[i][0] == preds[i][1] for i in ids], dtype=bool)

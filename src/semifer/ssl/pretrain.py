@@ -35,6 +35,7 @@ from semifer.engine.model_io import _model_kwargs
 from semifer.engine.optim import backward_step
 from semifer.engine.schedule import warmup_cosine
 from semifer.engine.train import _StopFlag
+from semifer.io import atomic_path
 from semifer.models import create_model
 from semifer.ssl.mae import MaskedAutoencoder
 
@@ -188,9 +189,8 @@ def save_grid(path: str, original: torch.Tensor, masked: torch.Tensor, recon: to
         grid = grid[:, :, ::-1]  # cv2 writes BGR
     scale = max(1, 96 // original.shape[-1])  # small faces are enlarged so the grid is legible
     grid = cv2.resize(grid, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-    tmp = path + ".tmp.png"
-    cv2.imwrite(tmp, grid)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        cv2.imwrite(tmp, grid)
 
 
 # ---------------------------------------------------------------------------- the loop

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from semifer.io import atomic_path
 from semifer.text.encoders import TextEncoder
 
 DEFAULT_TEMPLATE = "A face image of {expression}."
@@ -95,7 +96,6 @@ def class_embeddings(encoder: TextEncoder, texts: list[list[str]], cache_dir: st
     emb = F.normalize(torch.stack([g.mean(0) for g in groups]), dim=-1)  # [K, d]
     if use_cache:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        torch.save(emb, tmp)
-        os.replace(tmp, path)   # atomic: ranks of one run may write the same file
+        with atomic_path(path) as tmp:  # the ranks of one run may write the same file
+            torch.save(emb, tmp)
     return emb

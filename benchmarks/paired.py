@@ -1,0 +1,69 @@
+"""McNemar's exact test of every benchmark row against the reference algorithm on the same split,
+from the results file alone (rows written by ``benchmarks/fer2013.py`` carry which val images
+each run got right, so the run folders are not needed).
+
+    python benchmarks/paired.py [benchmarks/results/fer2013.jsonl] [--reference supervised] [--markdown]
+
+Rows are paired when dataset, labels per class, seed, iterations and model agree and their
+val fingerprints (images and labels) are equal. The reference is the last such row of
+``--reference`` without overrides. Rows without per-image results (written before the harness
+stored them) are skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from semifer.evaluation.metrics import mcnemar
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def split_key(row: dict) -> tuple:
+    return row["dataset"], row["labels_per_class"], row["seed"], row["iterations"], row["model"]
+
+
+def paired_rows(rows: list[dict], reference: str = "supervised") -> list[dict]:
+    """One dict per non-reference row that has a reference on its split: accuracy gain and test."""
+    rows = [r for r in rows if "val_correct" in r]
+    refs = {split_key(r): r for r in rows if r["algorithm"] == reference and not r["overrides"]}
+    out = []
+    for r in rows:
+        ref = refs.get(split_key(r))
+        if ref is None or r is ref or ref["val_fingerprint"] != r["val_fingerprint"]:
+            continue
+        right, right_ref = (np.frombuffer(x.encode(), np.uint8) == ord("1") for x in (r["val_correct"], ref["val_correct"]))
+        t = mcnemar(right, right_ref)
+        out.append({"algorithm": r["algorithm"], "overrides": r["overrides"], "seed": r["seed"],
+                    "labels_per_class": r["labels_per_class"], "iterations": r["iterations"],
+                    "accuracy": round(100 * right.mean(), 2), "reference_accuracy": round(100 * right_ref.mean(), 2),
+                    "delta": round(100 * (right.mean() - right_ref.mean()), 2),
+                    "only_run": t["only_a"], "only_reference": t["only_b"], "p_value": float(f"{t['p_value']:.2g}")})
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results", nargs="?", default=os.path.join(HERE, "results", "fer2013.jsonl"))
+    p.add_argument("--reference", default="supervised")
+    p.add_argument("--markdown", action="store_true")
+    args = p.parse_args()
+    with open(args.results) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    out = paired_rows(rows, args.reference)
+    if not args.markdown:
+        for r in out:
+            print(json.dumps(r))
+        return
+    print(f"| algorithm | overrides | seed | steps | acc. % | {args.reference} % | Δ | right only here / only {args.reference} | p |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in out:
+        print(f"| {r['algorithm']} | {' '.join(r['overrides'])} | {r['seed']} | {r['iterations']} | {r['accuracy']:.2f} "
+              f"| {r['reference_accuracy']:.2f} | {r['delta']:+.2f} | {r['only_run']} / {r['only_reference']} | {r['p_value']:.2g} |")
+
+
+if __name__ == "__main__":
+    main()
