@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import tarfile
@@ -57,6 +58,18 @@ def val_correct(run: str) -> dict:
 
     fingerprint, right = correctness(read_predictions(os.path.join(run, "test_predictions.csv")))
     return {"val_fingerprint": fingerprint, "val_correct": "".join("1" if r else "0" for r in right)}
+
+
+def machine() -> dict:
+    """What ran the benchmark: float results differ between CPU models (a seed rerun on another
+    CPU moved supervised FER2013 by a point, docs/benchmarks.md section 1d)."""
+    from importlib.metadata import version
+
+    cpu = platform.processor()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": version("torch")}
 
 
 def main() -> None:
@@ -105,7 +118,7 @@ def main() -> None:
                        "model": s["model"], "iterations": s["iterations"], "val_accuracy": s["accuracy"],
                        "val_macro_f1": s["macro_f1"], "wall_min": round(s["wall_s"] / 60, 2),
                        "images_per_s": s["images_per_s"], "run": run, "overrides": args.overrides,
-                       "curves": curves(run), **val_correct(run)}
+                       "curves": curves(run), **val_correct(run), "machine": machine()}
                 if args.test:
                     ev = subprocess.run([sys.executable, "-m", "semifer.cli", "eval", "--checkpoint", run,
                                          "--data", args.test, "--split", args.test_split],
