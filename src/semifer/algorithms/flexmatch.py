@@ -14,7 +14,7 @@ schedule every T(c) stays near 0 and every pseudo-label is used; on FER2013 that
 against supervised training (docs/benchmarks.md, table 1). A floor of 0.7 keeps the curriculum
 above the level where a weak model's errors dominate. While every T(c) is below the floor, the
 floor is every class's threshold and this is FixMatch with tau = tau_min: on FER2013 at 2,400
-steps the two made the same prediction on every val image (docs/benchmarks.md, section 1c).
+steps the two runs agreed to the last digit on four label splits (docs/benchmarks.md, section 1d).
 
 Order, as in the authors' code (TorchSSL): a step masks with the thresholds of the state so far;
 its own confident predictions (max q > tau) update ``selected_label`` afterwards, in ``sync()``.
