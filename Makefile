@@ -5,10 +5,11 @@ STAMP := .venv/.installed
 
 .PHONY: setup demo test clean
 
-$(STAMP): pyproject.toml requirements-pinned.txt
+$(STAMP): pyproject.toml requirements-pinned.txt requirements-nodeps.txt
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-pinned.txt
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 

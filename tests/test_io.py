@@ -54,7 +54,60 @@ def test_concurrent_cache_builds(tmp_path, monkeypatch):
     monkeypatch.setattr(cache_mod, "_decode_into", first_decode)
     mine = cache_mod.decode_split(split, 8, 1, str(tmp_path), progress=False)
     np.testing.assert_array_equal(np.asarray(mine.images), np.asarray(other["decoded"].images))
-    assert sorted(os.listdir(tmp_path)) == sorted(f"{cache_mod.cache_key(split, 8, 1)}{e}" for e in (".json", ".u8"))
+    key = cache_mod.cache_key(split, 8, 1)
+    assert sorted(os.listdir(tmp_path)) == sorted([f"{key}.json", f"{key}.u8", f"{cache_mod._slot(split, 8, 1)}.slot.json"])
     again = cache_mod.decode_split(split, 8, 1, str(tmp_path), progress=False)  # read back from the cache
     np.testing.assert_array_equal(np.asarray(again.images), np.asarray(mine.images))
     assert again.images.shape == (5, 8, 8, 1) and again.ok.all()
+
+
+def _faces(root, n: int = 3) -> None:
+    """folder:<root> with classes happy and sad, n distinct 10x10 gray images each."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for cls in ("happy", "sad"):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (10, 10), dtype=np.uint8)).save(root / cls / f"{i}.png")
+
+
+def _served_as_decoded(split, decoded) -> None:
+    """Every cached item holds the pixels its file decodes to now."""
+    for i in range(len(split)):
+        np.testing.assert_array_equal(decoded.images[i], cache_mod._fit(split.load(i), 10, 1), err_msg=split.ids[i])
+
+
+def test_cache_rebuilds_when_a_file_moves_between_classes(tmp_path, capsys):
+    """After `mv happy/0.png sad/` the listing has the same name and count; a cache keyed on
+    those served happy/1.png the pixels of happy/0.png."""
+    from semifer.data.base import open_split
+
+    root = tmp_path / "faces"
+    _faces(root)
+    first = open_split(f"folder:{root}")
+    _served_as_decoded(first, cache_mod.decode_split(first, 10, 1, str(tmp_path / "c"), progress=False))
+    os.rename(root / "happy" / "0.png", root / "sad" / "9.png")
+    moved = open_split(f"folder:{root}")
+    assert moved.name == first.name and len(moved) == len(first)
+    _served_as_decoded(moved, cache_mod.decode_split(moved, 10, 1, str(tmp_path / "c"), progress=False))
+    assert "rebuilding, item ids or labels changed" in capsys.readouterr().out
+    assert len([f for f in os.listdir(tmp_path / "c") if f.endswith(".u8")]) == 1  # the stale one is gone
+
+
+def test_cache_rebuilds_when_an_image_is_edited_in_place(tmp_path, capsys):
+    from PIL import Image
+
+    from semifer.data.base import open_split
+
+    root = tmp_path / "faces"
+    _faces(root)
+    split = open_split(f"folder:{root}")
+    cache_mod.decode_split(split, 10, 1, str(tmp_path / "c"), progress=False)
+    Image.fromarray(np.full((10, 10), 7, dtype=np.uint8)).save(root / "sad" / "1.png")
+    st = os.stat(root / "sad" / "1.png")
+    os.utime(root / "sad" / "1.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # coarse clocks
+    again = cache_mod.decode_split(split, 10, 1, str(tmp_path / "c"), progress=False)
+    _served_as_decoded(split, again)
+    assert (np.asarray(again.images[split.ids.index("sad/1.png")]) == 7).all()
+    assert "rebuilding, image files changed on disk" in capsys.readouterr().out

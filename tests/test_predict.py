@@ -2,6 +2,7 @@
 Predictor API and its input kinds, the predict / export CLI on folders and videos, ONNX parity."""
 import csv
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -232,9 +233,11 @@ def test_cli_folder_reports_bad_files_and_continues(runs, tmp_path, capsys):
     rows = _table(out / "predictions.csv")
     assert list(rows[0]) == columns(Predictor.from_checkpoint(runs[1], detector=None).classes)
     names = {r["file"].split("/")[-1] for r in rows}
-    assert {"astro.jpg", "gray16.png", "rgba.png"} <= names and "coffee.png" not in names
+    assert {"astro.jpg", "gray16.png", "rgba.png", "coffee.png"} == names
+    no_face = [r for r in rows if r["file"].endswith("coffee.png")]     # listed, with empty cells
+    assert len(no_face) == 1 and all(v == "" for k, v in no_face[0].items() if k != "file")
     summary = json.loads((out / "summary.json").read_text())
-    assert (summary["files"], summary["failed"], summary["faces"]) == (4, 2, len(rows))
+    assert (summary["files"], summary["failed"], summary["faces"]) == (4, 2, len(rows) - 1)
     assert summary["without_face"] >= 1
     assert {e["file"] for e in summary["errors"]} == {"corrupt.jpg", "notes.txt"}
     assert "skipped corrupt.jpg" in capsys.readouterr().err
@@ -324,3 +327,101 @@ def test_explain_detects_every_face_of_a_photo(runs, tmp_path):
     # both faces at least (the cascade detectors may add false positives); none from the coffee
     assert len(names) >= 2 and sorted(names) == sorted(f"two.png#face{j}" for j in range(len(names)))
     assert len(list(out.glob("cam_*.png"))) == len(names)
+
+
+# ---------------------------------------------------------------- defaults and outputs
+
+FER2013 = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+
+
+@pytest.fixture
+def shipped_model(tmp_path, monkeypatch):
+    """A tiny randomly initialised checkpoint, in the format of a run's weights, standing in for
+    the model shipped in the package (the real file is not needed by the tests)."""
+    import semifer.weights
+    from semifer.engine.checkpoint import save_weights
+    from semifer.models import create_model
+
+    path = tmp_path / "fer2013_cnn_fer.safetensors"
+    model = create_model("cnn_small", num_classes=7, in_chans=1)
+    meta = {"model": "cnn_small", "model_options": {}, "classes": FER2013, "in_chans": 1, "size": 32,
+            "mean": 0.5, "std": 0.5, "algorithm": "supervised", "eval_weights": "model"}
+    save_weights(str(path), {f"model.{k}": v for k, v in model.state_dict().items()}, meta)
+    monkeypatch.setattr(semifer.weights, "DEFAULT_MODEL", str(path))
+    return path
+
+
+def test_no_checkpoint_uses_the_shipped_model_and_says_so(shipped_model, tmp_path, capsys):
+    p = Predictor.from_checkpoint(device="cpu")
+    assert p.classes == FER2013 and p.checkpoint == str(shipped_model)
+    assert str(shipped_model) in capsys.readouterr().err
+    photo = tmp_path / "photo.jpg"
+    cv2.imwrite(str(photo), portrait()[:, :, ::-1])
+    assert main(["predict", "--input", str(photo), "--output", str(tmp_path / "out")]) == 0
+    assert f"using the shipped model {shipped_model}" in capsys.readouterr().err
+    rows = _table(tmp_path / "out" / "predictions.csv")
+    assert len(rows) == 1 and rows[0]["label"] in FER2013
+    assert found([Face(tuple(int(rows[0][k]) for k in "xywh"), 1.0)], FACE)
+
+
+def test_missing_shipped_model_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    import semifer.weights
+
+    monkeypatch.setattr(semifer.weights, "DEFAULT_MODEL", str(tmp_path / "gone.safetensors"))
+    with pytest.raises(FileNotFoundError, match="gone.safetensors is not in this install.*--checkpoint"):
+        Predictor.from_checkpoint()
+    cv2.imwrite(str(tmp_path / "a.png"), portrait())
+    assert main(["predict", "--input", str(tmp_path / "a.png")]) == 2
+    assert "gone.safetensors" in capsys.readouterr().err
+
+
+def test_shipped_model_is_package_data():
+    import semifer.weights
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "pyproject.toml")) as f:
+        assert '"semifer.weights" = ["*.safetensors"]' in f.read()       # installed with the package
+    assert semifer.weights.DEFAULT_MODEL == os.path.join(
+        os.path.dirname(semifer.weights.__file__), "fer2013_cnn_fer.safetensors")
+
+
+def test_missing_input_says_it_does_not_exist(runs, tmp_path, capsys):
+    missing = tmp_path / "holiday" / "photo.jpg"
+    assert main(["predict", "--checkpoint", runs[1], "--input", str(missing)]) == 2
+    assert f"input {missing} does not exist" in capsys.readouterr().err
+
+
+def _rows(boxes, label="surprise"):
+    return [{"x": x, "y": y, "w": w, "h": h, "label": label, label: 0.87} for x, y, w, h in boxes]
+
+
+def test_labels_avoid_neighbouring_boxes_and_grow_with_the_picture():
+    from semifer.data.faces.samples import group_photo
+    from semifer.predict.output import _overlap, label_layout
+
+    _, boxes = group_photo()
+    for k in (0.5, 1.0, 2.0):   # the group photo's boxes, and a row of faces 10 px apart
+        for bx in ([tuple(round(v * k) for v in b) for b in boxes],
+                   [(round(k * (40 + 70 * i)), round(k * 200), round(k * 60), round(k * 60)) for i in range(6)]):
+            rects = [lab[1:5] for lab in label_layout(_rows(bx), round(720 * k), round(1280 * k))]
+            for i, r in enumerate(rects):
+                assert 0 <= r[0] <= 1280 * k - r[2] and 0 <= r[1] <= 720 * k - r[3]
+                assert all(_overlap(r, o) == 0 for j, o in enumerate(bx) if j != i)         # no other face
+                # no other label, where there is room: at k = 0.5 six 75 px labels (the legible
+                # minimum) cannot share a 210 px row of 30 px faces, above and below
+                assert k < 1 or all(_overlap(r, o) == 0 for j, o in enumerate(rects) if j != i)
+    big, small = (label_layout(_rows([(100, 100, 400, 400)]), s, s)[0] for s in (2000, 800))
+    assert big.h > small.h and big.scale == 2.0 and small.scale == pytest.approx(0.8)
+    tiny = label_layout(_rows([(10, 10, 12, 12)]), 100, 100)[0]
+    assert tiny.scale == 0.4                             # never below legible
+
+
+def test_annotated_labels_have_a_filled_background():
+    from semifer.predict.output import BOX_BGR, draw, label_layout
+
+    rgb = np.full((480, 640, 3), 255, np.uint8)          # white: the old green text vanished on light
+    rows = _rows([(200, 150, 120, 120)])
+    lab = label_layout(rows, 480, 640)[0]
+    out = draw(rgb, rows)
+    patch = out[lab.y:lab.y + lab.h, lab.x:lab.x + lab.w].reshape(-1, 3)
+    filled = (patch == BOX_BGR).all(1).mean()
+    assert 0.5 < filled < 0.95 and (patch.sum(1) < 100).any()   # background with dark text on it

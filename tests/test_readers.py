@@ -422,3 +422,69 @@ def test_split_names_differ_by_options(tmp_path):
     affectnet_fixture(tmp_path)
     keys = {affectnet(str(tmp_path), classes=c, crop=k).name for c in "78" for k in "01"}
     assert len(keys) == 4
+
+
+# FERPlus rules: Microsoft's reference reader (rule=reference) against semifer's plurality
+# reading, and the merged val_test split SSFER tests on. Counts below are worked by hand.
+FERPLUS_RULE_ROWS = [
+    ("Training", "fer0000000.png", "6,0,0,2,0,0,0,0,1,1"),    # 6 of 8 kept votes: neutral
+    ("Training", "fer0000001.png", "4,0,0,3,0,0,0,0,1,2"),    # 4 of 9 is no majority
+    ("Training", "fer0000002.png", "1,1,1,1,1,1,1,1,1,1"),    # single votes only: dropped
+    ("Training", "fer0000003.png", "0,5,3,0,0,0,0,0,0,2"),    # 5 of 10 is no majority
+    ("Training", "fer0000004.png", "0,0,0,0,0,0,0,0,6,4"),    # unknown: dropped
+    ("Training", "fer0000005.png", "6,0,0,0,0,0,0,0,3,2"),    # 6 of 11: neutral
+    ("PublicTest", "fer0000006.png", "0,0,0,0,0,7,3,0,0,0"),  # disgust
+    ("PublicTest", "fer0000007.png", "0,0,2,0,0,0,0,0,4,4"),  # unknown / NF: dropped
+    ("PrivateTest", "fer0000008.png", "0,0,0,0,8,0,0,0,2,0"),  # anger
+    ("PrivateTest", "", "10,0,0,0,0,0,0,0,0,0"),              # no FERPlus image: skipped
+    ("PrivateTest", "fer0000010.png", "0,0,0,0,0,0,0,6,0,0"),  # contempt
+]
+
+
+@pytest.mark.parametrize("rule, mode, counts, train_ids", [
+    ("reference", "majority", (2, 1, 2, 3), [0, 5]),
+    ("plurality", "majority", (4, 1, 2, 3), [0, 1, 3, 5]),
+    ("reference", "probability", (4, 1, 2, 3), [0, 1, 3, 5]),
+    ("reference", "multi_target", (4, 1, 2, 3), [0, 1, 3, 5]),
+])
+def test_ferplus_rules_counts(tmp_path, rule, mode, counts, train_ids):
+    ferplus_csv(tmp_path, FERPLUS_RULE_ROWS)
+    ferplus_pixels_csv(tmp_path, FERPLUS_RULE_ROWS)
+    got = [ferplus(str(tmp_path), split=s, rule=rule, mode=mode) for s in ("train", "val", "test", "val_test")]
+    assert tuple(len(s.ids) for s in got) == counts
+    assert got[0].ids == [f"fer000000{i}.png" for i in train_ids]
+    assert got[3].ids == got[1].ids + got[2].ids                      # val_test = val + test
+    assert names(got[3]) == ["disgust", "anger", "contempt"]
+    assert [int(got[3].load(i)[0, 0]) for i in range(3)] == [60, 80, 100]  # FER2013 rows 6, 8, 10
+
+
+def test_ferplus_reference_soft_targets(tmp_path):
+    ferplus_csv(tmp_path, FERPLUS_RULE_ROWS)
+    ferplus_pixels_csv(tmp_path, FERPLUS_RULE_ROWS)
+    col = {c: L.CANONICAL.index(c) for c in ("neutral", "happy", "surprise", "sad")}
+    maj = ferplus(str(tmp_path), rule="reference")
+    np.testing.assert_allclose(maj.soft_labels[0][col["neutral"]], 1.0)  # only the majority column
+    prob = ferplus(str(tmp_path), rule="reference", mode="probability")
+    # row 1: neutral 4 + sadness 3 reach 75 % of 9 kept votes; row 5: unknown (3) joins after
+    # an emotion, so it is not kept and neutral alone holds 6 of 11 votes
+    np.testing.assert_allclose(prob.soft_labels[1][[col["neutral"], col["sad"]]], [4 / 7, 3 / 7], rtol=1e-6)
+    np.testing.assert_allclose(prob.soft_labels[2][[col["happy"], col["surprise"]]], [5 / 8, 3 / 8], rtol=1e-6)
+    np.testing.assert_allclose(prob.soft_labels[3][col["neutral"]], 1.0)
+    multi = ferplus(str(tmp_path), rule="reference", mode="multi_target")
+    np.testing.assert_allclose(multi.soft_labels[1][[col["neutral"], col["sad"]]], [4 / 7, 3 / 7], rtol=1e-6)
+    np.testing.assert_allclose(multi.soft_labels[0][col["neutral"]], 1.0)  # sadness 2 < 30 % of 8
+    seven = ferplus(str(tmp_path), split="val_test", rule="reference", classes="7")
+    assert names(seven) == ["disgust", "anger"]                       # contempt dropped
+    assert maj.name != ferplus(str(tmp_path)).name                    # the rule keys the cache
+    assert "rule" not in ferplus(str(tmp_path)).name                  # plurality keeps old keys
+    with pytest.raises(DataError, match="option rule='vote'"):
+        ferplus(str(tmp_path), rule="vote")
+
+
+def test_ferplus_val_test_image_folders(tmp_path):
+    ferplus_csv(tmp_path, FERPLUS_RULE_ROWS)
+    write_image(tmp_path / "FER2013Valid" / "fer0000006.png", 6, size=(48, 48))
+    write_image(tmp_path / "FER2013Test" / "fer0000008.png", 8, size=(48, 48))
+    split = ferplus(str(tmp_path), split="val_test")
+    assert split.ids == ["fer0000006.png", "fer0000008.png", "fer0000010.png"]
+    assert (split.load(0) == 6).all() and (split.load(1) == 8).all()

@@ -216,3 +216,29 @@ def test_short_run_text_loss_decreases_and_fused_predictor_reloads(tiny, tmp_pat
     images = np.zeros((4, 32, 32, 1), dtype=np.uint8) + 128
     p = predict_probs(fused, images, torch.device("cpu"), meta["mean"], meta["std"])
     assert p.shape == (4, 7) and np.allclose(p.sum(1), 1, atol=1e-4)
+
+
+def test_ins_tau_gates_the_buffer_not_the_loss():
+    # tau gates L_u; ins_tau alone decides which pseudo-labelled features enter the buffer
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return x, self.lin(x)
+
+    torch.manual_seed(0)
+    batch = {"x": torch.randn(4, 3), "y": torch.tensor([0, 1, 2, 0]), "x_idx": torch.tensor([0, 1, 2, 3]),
+             "u_w": torch.randn(6, 3), "u_s": torch.randn(6, 3)}
+    inserted, masked = [], []
+    for tau, ins_tau in ((0.0, 1.01), (1.01, 0.0)):
+        algo = create_algorithm("sitfer", 3, total_steps=10, text_encoder="random", text_dim=4,
+                                levels="sem,ins", tau=tau, ins_tau=ins_tau)
+        algo.setup(SimpleNamespace(num_features=3))
+        algo.setup_data(SimpleNamespace(classes=("neutral", "happy", "sad"), labelled=[0, 1, 2, 3]))
+        out = algo.step(Net(), batch, 0)
+        inserted.append(int(algo.pl_valid.sum()))
+        masked.append(int(out.mask.sum()))
+    assert masked == [6, 0] and inserted == [0, 6]
+    assert create_algorithm("sitfer", 3, text_encoder="random", text_dim=4, tau=0.8).ins_tau == 0.8  # default: tau

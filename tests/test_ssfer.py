@@ -195,6 +195,41 @@ def test_facemix_step_equals_formula():
     assert model.fc.weight.grad.abs().sum() > 0
 
 
+def test_facemix_kappa_on_the_boxes_of_the_views():
+    # Aligned crops: every stored box is the same, so kappa on stored boxes is 0 (FaceMix = Mixup).
+    # Image 1's view is shifted: x_in = x_out + 0.25 normalized, i.e. its box moves left by 0.125.
+    algo = create_algorithm("facemix", 3, detector="none")
+    algo.boxes = torch.tensor([[0.25, 0.25, 0.75, 0.75]]).repeat(2, 1)
+    theta = torch.tensor([[[1.0, 0, 0], [0, 1.0, 0]], [[1.0, 0, 0.25], [0, 1.0, 0]]])
+    idx = torch.tensor([0, 1])
+    assert algo.pair_kappa(torch.zeros(2, 1, 2, 2), idx).tolist() == [0.0, 0.0]
+    # box 1 in its view: (0.125, 0.25, 0.625, 0.75); intersection 0.375 x 0.5 = 0.1875,
+    # union 0.25 + 0.25 - 0.1875 = 0.3125, IoU 0.6, kappa 0.4 for the pair (0, 1)
+    assert algo.pair_kappa(torch.zeros(2, 1, 2, 2), idx, theta).tolist() == pytest.approx([0.4, 0.4])
+    out = algo.step(_Linear(), {"x": torch.randn(2, 1, 2, 2), "y": torch.tensor([0, 1]), "x_idx": idx,
+                                "x_theta": theta}, 0)
+    assert out.logs["kappa"].item() == pytest.approx(0.4) and out.logs["kappa_stored"].item() == 0.0
+    assert algo.view_params  # the engine is asked for x_theta
+
+
+def test_facemix_engine_passes_the_view_parameters():
+    import numpy as np
+
+    from semifer.config import DataConfig
+    from semifer.engine.train import _views
+    from semifer.data.transforms import weak_view
+
+    images = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 1), dtype=np.uint8)
+    idx = np.arange(6)
+    dc = DataConfig(weak="rrc")
+    with_params = _views(images, idx, {"x": "weak"}, torch.Generator().manual_seed(1), dc, "cpu", params=True)
+    plain = _views(images, idx, {"x": "weak"}, torch.Generator().manual_seed(1), dc, "cpu")
+    assert torch.equal(with_params["x"], plain["x"]) and "x_theta" not in plain
+    x = torch.from_numpy(images).permute(0, 3, 1, 2)
+    _, theta = weak_view(x, torch.Generator().manual_seed(1), mode="rrc", return_params=True)
+    assert torch.equal(with_params["x_theta"], theta)
+
+
 def test_mixup_trains(tiny):
     from semifer.config import load_config
     from semifer.engine.train import train
@@ -246,3 +281,26 @@ def test_sources_mix_specs_and_image_folders(tmp_path):
     assert batch.shape == (3, 32, 32, 1) and batch[0].max() == 60 and batch[2].min() == 120
     with pytest.raises(ValueError, match="no image files"):
         pre.open_sources(pre.PretrainDataConfig(sources=f"images:{tmp_path / 'cache'}", cache_dir=str(tmp_path)))
+
+
+@pytest.mark.parametrize("recipe", ["rafdb", "ferplus", "affectnet7", "affectnet8"])
+def test_ssfer_recipes_resolve_to_the_papers_settings(tmp_path, recipe):
+    from semifer.ssl.pipeline import load_recipe, stage_configs
+
+    pre, finetune, semi = stage_configs(load_recipe(f"recipes/ssfer_{recipe}.yaml", None, []), str(tmp_path))
+    assert "drop_path_rate" not in pre.model.options                    # MAE pre-trains without drop path
+    assert finetune.model.options["drop_path_rate"] == 0.1
+    face_mean, face_std = [0.588, 0.459, 0.402], [0.228, 0.202, 0.190]  # the paper's face statistics
+    for cfg in (pre, finetune, semi):
+        assert cfg.data.mean == face_mean and cfg.data.std == face_std
+    assert finetune.train.warmup_lr == 5e-5 and finetune.train.lr == 1e-4  # warm-up from 5e-5
+    assert semi.data.strong == "timm_m9_mstd05"                         # rand-m9-mstd0.5(-inc1)
+
+
+def test_pipeline_keeps_an_explicit_pretrain_drop_path(tmp_path):
+    from semifer.ssl.pipeline import load_recipe, stage_configs
+
+    recipe = load_recipe(None, None, ["model.options={drop_path_rate: 0.1}",
+                                      "pretrain.model.options={drop_path_rate: 0.05}"])
+    pre, finetune, _ = stage_configs(recipe, str(tmp_path))
+    assert pre.model.options == {"drop_path_rate": 0.05} and finetune.model.options == {"drop_path_rate": 0.1}

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from semifer.data.transforms import (
-    GEOMETRIC, OPS, _randaugment_round, apply_op, normalize, strong_view, to_channels, weak_view,
+    GEOMETRIC, MAX_BIN, OPS, _randaugment_round, apply_op, boxes_through_view, normalize,
+    randaugment_draws, strong_options, strong_view, to_channels, weak_view,
 )
 
 
@@ -230,3 +231,110 @@ def test_to_channels():
     assert torch.equal(to_channels(rgb, 1), gray)                   # weights sum to 1
     with pytest.raises(ValueError):
         to_channels(gray, 2)
+
+
+# ---------------------------------------------------------------- strong presets
+
+DRAW_KEYS = ("n_ops", "magnitude", "random_magnitude", "magnitude_std", "op_prob")
+
+
+def draws(preset: str, b: int = 20000, seed: int = 0):
+    opts = strong_options(preset, 2, 10)
+    return randaugment_draws(b, gen(seed), **{k: v for k, v in opts.items() if k in DRAW_KEYS})
+
+
+def test_fixmatch_preset_magnitude_spans_each_ops_full_range():
+    ops, m = draws("fixmatch")
+    a = m.abs()
+    assert a.max() > 0.999 * MAX_BIN and a.min() < 0.01 * MAX_BIN     # all of 0..30
+    assert a.mean().item() == pytest.approx(MAX_BIN / 2, abs=0.2)     # uniform: mean 15
+    assert (m < 0).float().mean().item() == pytest.approx(0.5, abs=0.02)
+    # the custom default stays uniform in [0, 10]: about 17 % of each range on average
+    c = draws("custom")[1].abs()
+    assert c.max() <= 10 and c.mean().item() == pytest.approx(5, abs=0.1)
+
+
+def test_timm_preset_magnitude_and_op_probability():
+    ops, m = draws("timm_m9_mstd05")
+    applied = ops != OPS.index("Identity")
+    a = m.abs()
+    assert a.max() <= MAX_BIN
+    assert a.mean().item() == pytest.approx(27, abs=0.05)              # m9 of 10 = 27 of 30
+    assert a.std().item() == pytest.approx(1.5, abs=0.05)              # mstd 0.5 of 10
+    # each op is applied with p = 0.5; Identity drawn by chance adds 0.5 / 14
+    assert applied.float().mean().item() == pytest.approx(0.5 * 13 / 14, abs=0.01)
+
+
+def test_strong_view_applies_the_drawn_full_range_magnitudes():
+    x = images(b=64)
+    opts = {**strong_options("fixmatch"), "cutout": 0}
+    ops, m = randaugment_draws(64, gen(7), **{k: v for k, v in opts.items() if k in DRAW_KEYS})
+    assert m.abs().max() > 28                                          # near the top of the range
+    ref = x
+    for r in range(len(ops)):
+        ref = torch.cat([apply_op(OPS[k], ref[i:i + 1], float(m[r, i])) for i, k in enumerate(ops[r].tolist())])
+    got = strong_view(x, gen(7), weak_first=False, **opts)
+    assert (got.int() - ref.int()).abs().max() <= 1                   # bilinear x.5 rounding only
+
+
+def test_fixmatch_cutout_side_is_uniform_up_to_half_the_side():
+    x = constant(200, b=400, h=40, w=40)
+    y = strong_view(x, gen(), n_ops=0, cutout=0.5, cutout_random=True)
+    assert ((y == 127) | (y == 200)).all()
+    side = ((y[:, 0] == 127).flatten(1).sum(1).float()).sqrt()        # squares: area = side ** 2
+    assert torch.equal(side, side.round())
+    assert side.max() == 20 and side.min() <= 1 and len(side.unique()) > 15
+    assert side.mean().item() == pytest.approx(10, abs=1)
+
+
+def test_custom_preset_is_the_old_default_and_unknown_preset_raises():
+    x = images()
+    assert torch.equal(strong_view(x, gen(3), **strong_options("custom", 2, 10)), strong_view(x, gen(3)))
+    with pytest.raises(ValueError, match="strong preset"):
+        strong_options("rand-m9")
+
+
+# ---------------------------------------------------------------- boxes through the weak view
+
+@pytest.mark.parametrize("mode", ["padcrop", "rrc"])
+def test_return_params_keeps_the_draws(mode):
+    x = images()
+    y, theta = weak_view(x, gen(4), mode=mode, return_params=True)
+    assert torch.equal(y, weak_view(x, gen(4), mode=mode)) and theta.shape == (8, 2, 3)
+
+
+def test_boxes_through_view_by_hand():
+    # view -> input: x_in = -x_out + 0.25 (a flip, then a shift), y_in = y_out - 0.125
+    theta = torch.tensor([[[-1.0, 0.0, 0.25], [0.0, 1.0, -0.125]]])
+    box = torch.tensor([[0.25, 0.5, 0.5, 0.75]])
+    # x corners -0.5, 0 -> 0.75, 0.25; y corners 0, 0.5 -> 0.125, 0.625; back to [0, 1]
+    expected = torch.tensor([[0.625, 0.5625, 0.875, 0.8125]])
+    assert torch.allclose(boxes_through_view(box, theta), expected)
+    # a box moved out of the view is clipped to it
+    # (the view starts a quarter of the width to the right: x_out = x_in - 0.5 normalized)
+    out = boxes_through_view(torch.tensor([[0.0, 0.0, 0.1, 0.1]]), torch.tensor([[[1.0, 0, 0.5], [0, 1.0, 0]]]))
+    assert out.tolist() == [[0.0, 0.0, 0.0, pytest.approx(0.1)]]
+
+
+@pytest.mark.parametrize("mode", ["padcrop", "rrc"])
+def test_boxes_follow_the_pixels_of_the_view(mode):
+    # a bright rectangle at a known box: after the view, the moved box bounds the bright pixels
+    b, s = 16, 32
+    x = torch.zeros(b, 1, s, s, dtype=torch.uint8)
+    x[:, :, 10:26, 8:20] = 255                                         # rows 10-25, cols 8-19
+    box = torch.tensor([[8 / s, 10 / s, 20 / s, 26 / s]]).expand(b, 4)
+    y, theta = weak_view(x, gen(2), mode=mode, return_params=True)
+    moved = boxes_through_view(box, theta)
+    bright = y[:, 0] >= 128
+    for i in range(b):
+        rows, cols = bright[i].any(1).nonzero()[:, 0], bright[i].any(0).nonzero()[:, 0]
+        seen = torch.tensor([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]) / s
+        assert (seen - moved[i]).abs().max() <= 1.01 / s, (i, seen, moved[i])
+    assert (theta[:, 0, 0] < 0).any() and (theta[:, 0, 0] > 0).any()  # flips on both sides
+
+
+def test_normalize_rejects_a_channel_mismatch():
+    with pytest.raises(ValueError, match="1 channel"):
+        normalize(images(c=1), mean=(0.588, 0.459, 0.402), std=(0.228, 0.202, 0.190))
+    y = normalize(images(c=3), mean=(0.588, 0.459, 0.402), std=(0.228, 0.202, 0.190))
+    assert y.shape == (8, 3, 32, 32)

@@ -36,10 +36,12 @@ class DataConfig:
     seed: int = 0                      # seed of the label protocol (independent of train.seed)
     sampler: str = "random"            # labelled sampler: random | balanced (class-balanced batches)
     weak: str = "padcrop"              # weak view: padcrop | rrc
-    strong_ops: int = 2                # RandAugment ops per strong view
-    strong_magnitude: int = 10         # RandAugment magnitude (0-30)
-    mean: float = 0.5                  # normalisation after /255
-    std: float = 0.5
+    strong: str = "custom"             # strong view preset: custom (strong_ops, strong_magnitude, Cutout 0.5) |
+                                       # fixmatch (full-range magnitudes, Cutout side U(0, 0.5)) | timm_m9_mstd05
+    strong_ops: int = 2                # RandAugment ops per strong view (strong=custom)
+    strong_magnitude: int = 10         # RandAugment magnitude (0-30), drawn uniformly in [0, it] (strong=custom)
+    mean: float | list[float] = 0.5    # normalisation after /255: one value or one per channel
+    std: float | list[float] = 0.5     # (SSFER's faces: mean [0.588, 0.459, 0.402], std [0.228, 0.202, 0.190])
     cache_dir: str = ".cache/semifer"  # decoded uint8 arrays, keyed by dataset, split, size, channels
     strict: bool = False               # True: a corrupt image stops the run instead of being skipped
 
@@ -58,6 +60,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     iterations: int = 2000             # optimiser steps (global: every rank takes each step)
+    epochs: float = 0.0                # > 0: iterations = ceil(epochs * labelled / global batch) instead
     batch_size: int = 64               # labelled images per step and per process
     uratio: int = 3                    # unlabelled images per labelled image (semi-supervised algorithms)
     optimizer: str = "sgd"             # sgd | adamw
@@ -67,11 +70,15 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4
     warmup: int = 0                    # linear warm-up iterations
+    warmup_lr: float = 0.0             # lr at the first warm-up step (SSFER: 5e-5); 0 = linear from 0
     min_lr: float = 0.0                # cosine floor
+    schedule: str = "cosine"           # cosine (warm-up, half cosine to min_lr) | fixmatch (lr cos(7 pi k / 16 K))
     clip_grad: float = 0.0             # max grad norm; 0 disables
-    amp: str = "auto"                  # auto (bf16 on CUDA, none on CPU) | bf16 | fp16 | none
+    amp: str = "auto"                  # auto (bf16 on CUDA, none on CPU) | fast (bf16 on CUDA and on CPUs
+                                       # with native bf16: AVX512-BF16 / AMX) | bf16 | fp16 | none
     ema: float = 0.999                 # EMA of weights (0 disables); evaluated when eval_ema
     eval_ema: bool = True
+    eval_flip: bool = False            # evaluate on the mean of each image's and its mirror's probabilities
     eval_every: int = 500
     ckpt_every: int = 500
     log_every: int = 50
@@ -103,7 +110,19 @@ def _coerce(value, tp, key: str):
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return None if value is None else _coerce(value, args[0], key)
+        if value is None:
+            return None
+        for arg in args[:-1]:                # the first type that takes the value
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                pass
+        return _coerce(value, args[-1], key)
+    if origin is list:                       # list[float]: a YAML / CLI list of numbers
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r} expects a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, key) for v in value]
     if tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"config key {key!r} expects a mapping, got {value!r}")
@@ -172,9 +191,27 @@ def load_config(path: str | None = None, overrides: list[str] = (), root: type =
             _merge(cfg, recipe)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
+    from_recipe = dict(getattr(cfg, "algorithm", None) or {})
     for text in overrides:
         _merge(cfg, parse_override(text))
+    _drop_other_algorithms_options(cfg, from_recipe, overrides)
     return cfg
+
+
+def _drop_other_algorithms_options(cfg, from_recipe: dict, overrides) -> None:
+    """A recipe's algorithm options belong to the recipe's algorithm. When an override switches
+    ``algorithm.name`` (e.g. the supervised baseline of a semi-supervised recipe), the recipe's
+    options are dropped, saying which; options given as overrides are kept and checked."""
+    algo = getattr(cfg, "algorithm", None)
+    if not isinstance(algo, dict) or algo.get("name") == from_recipe.get("name"):
+        return
+    given = {k for text in overrides for k in parse_override(text).get("algorithm", {})}
+    dropped = sorted(k for k in from_recipe if k != "name" and k not in given)
+    for k in dropped:
+        del algo[k]
+    if dropped:
+        print(f"note: algorithm.name={algo.get('name')} replaces the recipe's {from_recipe.get('name')}; "
+              f"its options {', '.join(dropped)} are dropped")
 
 
 def to_dict(cfg: Config) -> dict:

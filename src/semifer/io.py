@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 from typing import Iterator
 
@@ -28,3 +29,19 @@ def atomic_path(path: str) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+_TMP_NAME = re.compile(r"\.tmp-[0-9a-f]{8}(\.[^.]*)?$")   # atomic_path's temporary names
+
+
+def remove_orphans(folder: str) -> list[str]:
+    """Delete the temporary files that writers killed inside ``atomic_path`` left in ``folder``;
+    returns their names. Only for a folder no other process writes (a locked run folder): in a
+    shared one, such as the decode cache, they may belong to a live writer."""
+    if not os.path.isdir(folder):
+        return []
+    removed = sorted(n for n in os.listdir(folder) if _TMP_NAME.search(n))
+    for name in removed:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(folder, name))
+    return removed

@@ -17,13 +17,13 @@ original images instead of box IoU (Table 14; ``piq``'s implementations).
 Face boxes: ``setup_data`` runs a detector from ``semifer.data.faces`` once per labelled image
 of the decoded train array and caches the boxes beside it (``<cache_dir>/<key>.boxes-<det>.npy``,
 NaN rows = not yet computed); a picture without exactly one face gets ``default_box``.
-Boxes and the augmented view: kappa uses the boxes of the stored (decoded) images, not of the
-weak views the model sees. The ``padcrop`` weak view shifts each image by at most 1/8 of its side
-and may flip it; ``rrc`` crops at least 80 % of the area by default. Detecting on every view
-would cost a detector pass per image per step, and transforming the boxes would need the views'
-random parameters, which the engine does not expose. FER crops hold one near-centred face, so a
-flip barely moves its box and the IoU error stays within the shift; kappa measures how well the
-two faces overlap, a property of the pair of pictures.
+Boxes and the augmented view: the engine hands FaceMix each weak view's crop / flip (``x_theta``,
+from ``weak_view(..., return_params=True)``, since ``view_params = True``), and every cached box
+is carried through the same crop, flip and resize (``boxes_through_view``) before the IoU, so
+kappa is computed on the boxes of the two images as they are mixed. On aligned crops the stored
+boxes are nearly equal (IoU ~ 1, kappa ~ 0, FaceMix = Mixup); the views' different crops and
+flips are what separate them. Without ``x_theta`` (a bare ``step``) the stored boxes are used.
+Logs: ``kappa`` (mean over the batch, per step) and ``kappa_stored`` (on the un-augmented boxes).
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from semifer.algorithms.base import Algorithm, StepOutput, register_algorithm
 from semifer.algorithms.mixup import MixRNG, mix_pairs, sample_lam, soft_ce
+from semifer.data.transforms import boxes_through_view
 from semifer.io import atomic_path
 
 VARIANTS = ("L1", "L2", "L3", "L4")
@@ -142,6 +143,7 @@ def resolve_detector(name: str) -> str:
 
 @register_algorithm("facemix")
 class FaceMix(MixRNG, Algorithm):
+    view_params = True  # the engine adds x_theta: each weak view's crop / flip, to move the boxes
     def __init__(self, alpha: float = 1.0, label_smoothing: float = 0.1, variant: str = "L4",
                  kappa: str = "iou", detector: str = "auto", detector_options: dict | None = None,
                  default_box: tuple | list = (0.1, 0.1, 0.9, 0.9), psnr_max: float = 40.0, seed: int = 0,
@@ -177,8 +179,10 @@ class FaceMix(MixRNG, Algorithm):
         boxes = np.where(boxes[:, :1] >= 0, boxes, np.asarray(self.default_box, np.float32))  # NaN -> default too
         self.boxes = torch.from_numpy(boxes.astype(np.float32)).to(self.boxes.device)
 
-    def pair_kappa(self, x: torch.Tensor, x_idx: torch.Tensor | None) -> torch.Tensor:
-        """kappa [B] of each pair (i, reversed-batch j), from the un-mixed images / their boxes."""
+    def pair_kappa(self, x: torch.Tensor, x_idx: torch.Tensor | None,
+                   x_theta: torch.Tensor | None = None) -> torch.Tensor:
+        """kappa [B] of each pair (i, reversed-batch j), from the un-mixed images / their boxes;
+        with ``x_theta`` [B, 2, 3] the boxes are first moved into the augmented views."""
         if self.kappa == "iou":
             if x_idx is None or len(self.boxes) == 0:
                 if not getattr(self, "_warned", False):  # outside the engine (setup_data not called)
@@ -188,12 +192,15 @@ class FaceMix(MixRNG, Algorithm):
                 b = torch.tensor(self.default_box, device=x.device).expand(len(x), 4)
             else:
                 b = self.boxes[x_idx]                               # [B, 4]
+            if x_theta is not None:
+                b = boxes_through_view(b, x_theta)                  # [B, 4] in the views
             return 1 - box_iou(b, b.flip(0))                        # eq. 9
         return image_kappa(x, x.flip(0), self.kappa, self.psnr_max)
 
     def step(self, model, batch, step, teacher=None):
         x, y = batch["x"], batch["y"]
-        kappa = self.pair_kappa(x, batch.get("x_idx")).to(x.device)          # [B]
+        theta = batch.get("x_theta")
+        kappa = self.pair_kappa(x, batch.get("x_idx"), theta).to(x.device)   # [B]
         lam = sample_lam(self.alpha, self.gen)
         x_mix, y_mix = mix_pairs(x, y, lam, self.num_classes, self.label_smoothing)  # x untouched
         _, logits = model(torch.cat([x_mix, x]))                  # one forward: mixed, then originals
@@ -202,5 +209,8 @@ class FaceMix(MixRNG, Algorithm):
         l_i = F.cross_entropy(logits_o.float(), y, reduction="none")  # [B]
         l_j = l_i.flip(0)                                           # partner j = reversed batch
         loss = facemix_loss(l_v, l_i, l_j, kappa, self.variant)
-        return StepOutput(loss, {"loss_x": l_v.mean().detach(), "loss_orig": l_i.mean().detach(),
-                                 "kappa": kappa.mean().detach(), "lam": lam})
+        logs = {"loss_x": l_v.mean().detach(), "loss_orig": l_i.mean().detach(),
+                "kappa": kappa.mean().detach(), "lam": lam}
+        if theta is not None and self.kappa == "iou":               # what the stored boxes would give
+            logs["kappa_stored"] = self.pair_kappa(x, batch.get("x_idx")).mean().detach()
+        return StepOutput(loss, logs)

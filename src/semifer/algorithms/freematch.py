@@ -13,8 +13,9 @@ The batch statistics (mean confidence, mean probabilities, histogram) are all-re
 before the EMA update, so every rank holds identical state (equal batch sizes per rank make the
 mean of rank means the global mean).
 
-Initial values follow the paper (1/K); USB's released code starts p~ and h~ at ones and tau at
-1. ``lambda_f`` 0.01 is the default of the authors' USB code (its CIFAR/STL configs set 0.001).
+Initial values follow the paper (1/K), as USB's released code does too
+(``FreeMatchThresholingHook``: p~ and h~ start at ones / K and tau at mean(p~) = 1/K; some
+forks drop the / K). ``lambda_f`` 0.01 is the default of the authors' USB code (its CIFAR/STL configs set 0.001).
 L_f's sign is the paper's and the code's: minimising sum_c a(c) log b(c).
 
 ``tau_min`` (not in the paper; default 0 = the paper) floors every tau_t(c), as DTA's clip does

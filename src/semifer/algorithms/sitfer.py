@@ -290,8 +290,8 @@ class SITFER(Algorithm):
             conf, pseudo = p_hat.max(-1)
             mask = confidence_mask(conf, self.tau)
             loss_u = masked_ce(z_s, pseudo, mask)
-            if "ins" in self.levels:
-                self.insert_pseudo(all_gather_cat(f_w), all_gather_cat(pseudo), all_gather_cat(mask > 0))
+            if "ins" in self.levels:                                  # buffer entry: max p^ >= ins_tau
+                self.insert_pseudo(all_gather_cat(f_w), all_gather_cat(pseudo), all_gather_cat(conf >= self.ins_tau))
         loss = loss_s + self.lambda_u * loss_u + (self.lambda_t * loss_t if self.lambda_t > 0 else 0.0)
         logs = {"loss_x": loss_s.detach(), "loss_t": loss_t.detach(), "loss_u": loss_u,
                 "buffer_size": float(self.mem_valid.sum() + self.pl_valid.sum())}

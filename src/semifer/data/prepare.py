@@ -11,7 +11,7 @@ import numpy as np
 
 from semifer.data import protocols
 from semifer.data.base import DataError, Split, open_split
-from semifer.data.cache import cache_key, decode_split
+from semifer.data.cache import decode_split
 
 
 @dataclass
@@ -106,4 +106,4 @@ def prepare(cfg, is_main: bool = True, barrier=lambda: None) -> Prepared:
 
     return Prepared(train.classes, channels, train.ids, tr.images, train_labels, labels, labelled,
                     unlabelled, test_images, test_labels, test_name, tr.errors + test_errors, flipped,
-                    cfg.cache_dir, cache_key(train, cfg.size, channels), test_ids)
+                    cfg.cache_dir, tr.key, test_ids)

@@ -58,6 +58,7 @@ IRIS_COLORS = ((60, 40, 25), (90, 60, 30), (60, 90, 130), (70, 100, 60))
 # would cost more than drawing the whole face.
 _NOISE_BANK = np.random.default_rng(20240607).standard_normal(1 << 20).astype(np.float32)
 _GRIDS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+MAX_N, MAX_SIZE = 10_000_000, 1024
 
 
 # ----------------------------------------------------------------------------- public API
@@ -114,8 +115,11 @@ def read_synthetic(path: str = "", split: str = "train", **options) -> Split:
     size = _as_int(options.get("size", 48), "size")
     color = _as_bool(options.get("color", False))
     imbalance = _as_float(options.get("imbalance", 0.0), "imbalance")
-    if n < 0 or size < 8:
-        raise DataError(f"synthetic needs n >= 0 and size >= 8, got n={n}, size={size}")
+    # Bounds keep a typo (size=3000000) from becoming a MemoryError deep in the renderer.
+    if not (0 <= n <= MAX_N and 8 <= size <= MAX_SIZE):
+        raise DataError(f"synthetic needs 0 <= n <= {MAX_N} and 8 <= size <= {MAX_SIZE}, got n={n}, size={size}")
+    if not math.isfinite(imbalance):  # nan / inf made every image one class
+        raise DataError(f"synthetic option imbalance={imbalance}: expected a finite number (0 uniform, 1 in the wild)")
     cum = np.cumsum(class_probs(imbalance))
 
     def load(i: int) -> np.ndarray:

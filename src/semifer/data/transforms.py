@@ -14,6 +14,20 @@ each op, e.g. 30 degrees of rotation). ``strong_view`` draws each sample's magni
 uniformly from [0, magnitude] per op (FixMatch-style random magnitude) unless
 ``random_magnitude=False``, which applies exactly ``magnitude`` like torchvision. Signed ops
 (geometric ones and the colour blends) flip direction with probability 0.5.
+
+Named strong presets (:data:`STRONG_PRESETS`, ``data.strong`` in the config):
+
+* ``custom``: ``n_ops`` ops, magnitude uniform in [0, ``magnitude``] (default 10 of 30, about
+  17 % of each op's range on average), Cutout of half the side on every view. semifer's
+  default, kept so earlier benchmark numbers stay reproducible.
+* ``fixmatch``: FixMatch (Sohn et al. 2020, section 2.3 and Table 12): 2 ops, each magnitude
+  uniform over the op's full range (0..30), then Cutout of a square of side uniform in
+  [0, 0.5] of the image side.
+* ``timm_m9_mstd05``: timm's ``rand-m9-mstd0.5`` (and ``-inc1``: every op here grows stronger
+  with the magnitude): 2 ops, each applied with probability 0.5, magnitude ~ N(9, 0.5) on
+  timm's 0..10 scale (N(27, 1.5) on 0..30) clipped to the range, no Cutout. SSFER's stage III
+  uses ``rand-m9-mstd0.5-inc1``. Known difference: the op list is FixMatch's 14 ops above,
+  while timm's ``inc1`` list has Invert and SolarizeAdd instead of Identity.
 """
 from __future__ import annotations
 
@@ -104,25 +118,32 @@ def _warp(x: torch.Tensor, theta: torch.Tensor, fill: float | None) -> torch.Ten
 # ---------------------------------------------------------------- weak view
 
 
-def _padcrop(x: torch.Tensor, g: torch.Generator | None, pad: float, flip: bool) -> torch.Tensor:
+def _padcrop(x: torch.Tensor, g: torch.Generator | None, pad: float, flip: bool
+             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reflect-pad + random crop + flip as one gather: the crop offsets, the reflection and the
-    mirror are folded into a per-sample pixel index, so no padded copy is materialized."""
+    mirror are folded into a per-sample pixel index, so no padded copy is materialized.
+    Returns the view and its ``theta`` [B, 2, 3] (see :func:`weak_view`)."""
     b, c, h, w = x.shape
     ph, pw = min(round(pad * h), h - 1), min(round(pad * w), w - 1)
-    oy = _dev(torch.randint(0, 2 * ph + 1, (b, 1), generator=g), x)       # [B, 1]
-    ox = _dev(torch.randint(0, 2 * pw + 1, (b, 1), generator=g), x)       # [B, 1]
+    oy_cpu = torch.randint(0, 2 * ph + 1, (b, 1), generator=g)             # [B, 1]
+    ox_cpu = torch.randint(0, 2 * pw + 1, (b, 1), generator=g)             # [B, 1]
     mirror = (torch.rand(b, 1, generator=g) < 0.5) if flip else torch.zeros(b, 1, dtype=torch.bool)
-    mirror = _dev(mirror, x)
+    theta = torch.zeros(b, 2, 3)                                          # output -> input
+    theta[:, 0, 0] = torch.where(mirror[:, 0], -1.0, 1.0)
+    theta[:, 1, 1] = 1.0
+    theta[:, 0, 2] = (ox_cpu[:, 0] - pw) * 2 / w                          # shift, normalized
+    theta[:, 1, 2] = (oy_cpu[:, 0] - ph) * 2 / h
+    oy, ox, mirror = _dev(oy_cpu, x), _dev(ox_cpu, x), _dev(mirror, x)
     rows = _reflect(oy - ph + torch.arange(h, device=x.device), h)       # [B, H]
     cols = _reflect(ox - pw + torch.arange(w, device=x.device), w)       # [B, W]
     cols = torch.where(mirror, cols.flip(1), cols)
     idx = (rows[:, :, None] * w + cols[:, None, :]).view(b, 1, h * w)    # [B, 1, H*W]
-    return x.reshape(b, c, h * w).gather(2, idx.expand(b, c, h * w)).view(b, c, h, w)
+    return x.reshape(b, c, h * w).gather(2, idx.expand(b, c, h * w)).view(b, c, h, w), theta
 
 
 def _rrc(
     x: torch.Tensor, g: torch.Generator | None, scale: tuple[float, float], flip: bool
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random resized crop (area fraction in ``scale``, aspect 3/4..4/3) + flip as one batched
     affine warp. Instead of torchvision's rejection sampling, crop sides that would exceed the
     image are clamped to it, which keeps the number of random draws fixed."""
@@ -138,7 +159,7 @@ def _rrc(
     theta[:, 1, 1] = ch
     theta[:, 0, 2] = centre[:, 0] * (1 - cw)
     theta[:, 1, 2] = centre[:, 1] * (1 - ch)
-    return _warp(x, theta, fill=None)
+    return _warp(x, theta, fill=None), theta
 
 
 def weak_view(
@@ -149,19 +170,43 @@ def weak_view(
     pad: float = 0.125,
     flip: bool = True,
     scale: tuple[float, float] = (0.8, 1.0),
-) -> torch.Tensor:
+    return_params: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Weak augmentation of a uint8 batch [B, C, H, W] -> uint8 [B, C, H, W], same device.
 
     ``padcrop``: reflect-pad by ``round(pad * H)`` (``round(pad * W)`` horizontally), crop back
     to H x W at a random offset per sample. ``rrc``: random resized crop with area fraction in
     ``scale`` and aspect ratio 3/4..4/3, resampled bilinearly. Both add a horizontal flip with
-    p = 0.5 when ``flip``."""
+    p = 0.5 when ``flip``.
+
+    ``return_params=True`` also returns ``theta`` [B, 2, 3] (CPU): the per-sample map from the
+    view's coordinates to the input's, both normalized to [-1, 1] at pixel edges
+    (``affine_grid``'s convention), diagonal since both modes only crop, scale and flip; see
+    :func:`boxes_through_view`. The random draws are the same either way."""
     _check(x)
     if mode == "padcrop":
-        return _padcrop(x, generator, pad, flip)
-    if mode == "rrc":
-        return _rrc(x, generator, scale, flip)
-    raise ValueError(f"unknown weak_view mode {mode!r}; expected 'padcrop' or 'rrc'")
+        view, theta = _padcrop(x, generator, pad, flip)
+    elif mode == "rrc":
+        view, theta = _rrc(x, generator, scale, flip)
+    else:
+        raise ValueError(f"unknown weak_view mode {mode!r}; expected 'padcrop' or 'rrc'")
+    return (view, theta) if return_params else view
+
+
+def boxes_through_view(boxes: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Boxes (x0, y0, x1, y1) in [0, 1] of the input images [B, 4] -> the same boxes in the
+    weak views [B, 4], clipped to the view (a box cropped out entirely has zero area).
+
+    ``theta`` [B, 2, 3] from ``weak_view(..., return_params=True)`` maps view coordinates u to
+    input coordinates a * u + t (normalized to [-1, 1], a < 0 for a flip); a box corner moves by
+    the inverse, u = (2 p - 1 - t) / a for a corner p in [0, 1], and a flip swaps x0 and x1."""
+    theta = theta.to(boxes.device, boxes.dtype)
+    a = torch.stack([theta[:, 0, 0], theta[:, 1, 1]], 1)[:, None]      # [B, 1, 2] (x, y)
+    t = theta[:, :, 2][:, None]                                         # [B, 1, 2]
+    corners = boxes.view(-1, 2, 2)                                      # [B, (p0, p1), (x, y)]
+    u = ((corners * 2 - 1) - t) / a                                     # view coords in [-1, 1]
+    lo, hi = torch.minimum(u[:, 0], u[:, 1]), torch.maximum(u[:, 0], u[:, 1])  # [B, 2]
+    return ((torch.cat([lo, hi], 1) + 1) / 2).clamp(0, 1)              # [B, 4]
 
 
 # ---------------------------------------------------------------- RandAugment ops
@@ -311,13 +356,21 @@ def _randaugment_round(
     return torch.cat(pieces).index_select(0, _dev(torch.argsort(order), x))
 
 
-def _cutout(x: torch.Tensor, g: torch.Generator | None, frac: float, fill: float) -> torch.Tensor:
+def _cutout(x: torch.Tensor, g: torch.Generator | None, frac: float, fill: float,
+            random_side: bool = False) -> torch.Tensor:
     """Fill one square of side ``round(frac * min(H, W))`` per sample with ``fill``; the square
-    lies fully inside the image, so its area is the same for every sample."""
+    lies fully inside the image, so its area is the same for every sample. ``random_side``
+    (FixMatch's Cutout): each sample's side is ``round(U(0, frac) * min(H, W))`` instead."""
     b, _, h, w = x.shape
-    side = round(frac * min(h, w))
-    y0 = _dev(torch.randint(0, h - side + 1, (b, 1), generator=g), x)       # [B, 1]
-    x0 = _dev(torch.randint(0, w - side + 1, (b, 1), generator=g), x)
+    if random_side:
+        side = (torch.rand(b, 1, generator=g) * frac * min(h, w)).round().long()   # [B, 1]
+        y0 = (torch.rand(b, 1, generator=g) * (h - side + 1)).long()                # [B, 1]
+        x0 = (torch.rand(b, 1, generator=g) * (w - side + 1)).long()
+        y0, x0, side = _dev(y0, x), _dev(x0, x), _dev(side, x)
+    else:
+        side = round(frac * min(h, w))
+        y0 = _dev(torch.randint(0, h - side + 1, (b, 1), generator=g), x)   # [B, 1]
+        x0 = _dev(torch.randint(0, w - side + 1, (b, 1), generator=g), x)
     ys = torch.arange(h, device=x.device) - y0                              # [B, H]
     xs = torch.arange(w, device=x.device) - x0                              # [B, W]
     rows = ((ys >= 0) & (ys < side)).to(torch.uint8)
@@ -336,30 +389,81 @@ def strong_view(
     cutout: float = 0.5,
     weak_first: bool = True,
     random_magnitude: bool = True,
+    magnitude_std: float = 0.0,
+    op_prob: float = 1.0,
+    cutout_random: bool = False,
     fill: float = 127,
     **weak_kw,
 ) -> torch.Tensor:
     """Strong augmentation of a uint8 batch [B, C, H, W] -> uint8 [B, C, H, W], same device.
 
     Optionally the weak view (``weak_kw`` go to :func:`weak_view`), then ``n_ops`` rounds of
-    RandAugment (each sample draws its own op from :data:`OPS` and its own magnitude, uniform
-    in [0, magnitude] unless ``random_magnitude=False``, on the 0..30 scale), then Cutout of a
-    square of side ``round(cutout * min(H, W))`` filled with gray ``fill`` (``fill`` also
-    fills the area that geometric ops uncover). ``cutout=0`` disables Cutout.
+    RandAugment (each sample draws its own op and magnitude, see :func:`randaugment_draws`),
+    then Cutout of a square of side ``round(cutout * min(H, W))`` (``cutout_random``: side
+    uniform in [0, cutout] of the side per sample) filled with gray ``fill`` (``fill`` also
+    fills the area that geometric ops uncover). ``cutout=0`` disables Cutout. The named
+    presets are :func:`strong_options`.
     """
     _check(x)
     if weak_first:
         x = weak_view(x, generator, **weak_kw)
-    b = x.shape[0]
-    ops = torch.randint(0, len(OPS), (n_ops, b), generator=generator)             # [n_ops, B]
-    mags = torch.rand(n_ops, b, generator=generator) if random_magnitude else torch.ones(n_ops, b)
-    signs = torch.where(torch.rand(n_ops, b, generator=generator) < 0.5, -1.0, 1.0)
-    mags = mags * magnitude * signs                                                # [n_ops, B]
+    ops, mags = randaugment_draws(x.shape[0], generator, n_ops=n_ops, magnitude=magnitude,
+                                  random_magnitude=random_magnitude, magnitude_std=magnitude_std,
+                                  op_prob=op_prob)
     for r in range(n_ops):
         x = _randaugment_round(x, ops[r], mags[r], fill)
     if cutout > 0:
-        x = _cutout(x, generator, cutout, fill)
+        x = _cutout(x, generator, cutout, fill, random_side=cutout_random)
     return x
+
+
+def randaugment_draws(
+    b: int,
+    generator: torch.Generator | None = None,
+    *,
+    n_ops: int = 2,
+    magnitude: float = 10,
+    random_magnitude: bool = True,
+    magnitude_std: float = 0.0,
+    op_prob: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ops [n_ops, B] (indices into :data:`OPS`) and signed magnitudes [n_ops, B] on the 0..30
+    scale for a batch of ``b``.
+
+    Magnitude: uniform in [0, magnitude] (``random_magnitude``, FixMatch's form), exactly
+    ``magnitude`` (``random_magnitude=False``, torchvision's), or ``magnitude_std > 0``: normal
+    N(magnitude, magnitude_std) clipped to [0, 30] (timm's ``mstd``). ``op_prob < 1``: each
+    op is applied with that probability (timm's per-op probability), otherwise Identity. The
+    draws for the defaults are the ones semifer always made, so earlier runs replay."""
+    ops = torch.randint(0, len(OPS), (n_ops, b), generator=generator)              # [n_ops, B]
+    if magnitude_std > 0:
+        mags = (torch.randn(n_ops, b, generator=generator) * magnitude_std + magnitude).clamp(0, MAX_BIN)
+    elif random_magnitude:
+        mags = torch.rand(n_ops, b, generator=generator) * magnitude
+    else:
+        mags = torch.full((n_ops, b), float(magnitude))
+    signs = torch.where(torch.rand(n_ops, b, generator=generator) < 0.5, -1.0, 1.0)
+    if op_prob < 1:
+        ops = torch.where(torch.rand(n_ops, b, generator=generator) < op_prob, ops, OPS.index("Identity"))
+    return ops, mags * signs
+
+
+# data.strong -> strong_view keyword arguments (``custom`` reads data.strong_ops / strong_magnitude)
+STRONG_PRESETS: dict[str, dict] = {
+    "fixmatch": dict(n_ops=2, magnitude=MAX_BIN, random_magnitude=True, cutout=0.5, cutout_random=True),
+    "timm_m9_mstd05": dict(n_ops=2, magnitude=9 * MAX_BIN / 10, magnitude_std=0.5 * MAX_BIN / 10,
+                           op_prob=0.5, cutout=0.0),
+}
+
+
+def strong_options(preset: str = "custom", n_ops: int = 2, magnitude: float = 10) -> dict:
+    """``strong_view`` keyword arguments of a named preset (module docstring); ``custom`` uses
+    ``n_ops`` and ``magnitude`` with the default uniform magnitude and Cutout 0.5."""
+    if preset == "custom":
+        return dict(n_ops=n_ops, magnitude=magnitude)
+    if preset not in STRONG_PRESETS:
+        raise ValueError(f"unknown strong preset {preset!r}; expected custom, {', '.join(STRONG_PRESETS)}")
+    return dict(STRONG_PRESETS[preset])
 
 
 # ---------------------------------------------------------------- model input
@@ -371,6 +475,8 @@ def normalize(
     """uint8 [B, C, H, W] -> float32 ``(x / 255 - mean) / std``; mean/std per channel or scalar."""
     mean_t = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(-1, 1, 1)
     std_t = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+    if {len(mean_t), len(std_t)} - {1, x.shape[-3]}:
+        raise ValueError(f"normalize: mean {mean} / std {std} do not match {x.shape[-3]} channel(s)")
     return (x.float() / 255 - mean_t) / std_t
 
 

@@ -36,6 +36,14 @@ class Dist:
         dist.all_reduce(t)
         return {k: v / self.world for k, v in zip(keys, t.tolist())}
 
+    def any(self, *flags: bool) -> list[bool]:
+        """Each flag OR-ed over ranks, in one all-reduce, so that all ranks act on it together."""
+        if not self.enabled:
+            return [bool(f) for f in flags]
+        t = torch.tensor([float(f) for f in flags], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return [bool(v) for v in t.tolist()]
+
 
 def init_distributed(device: str = "auto") -> Dist:
     """Set up the process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""

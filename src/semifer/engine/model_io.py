@@ -3,13 +3,23 @@
 Everything a later user of the weights needs (label names, input size, channels, normalisation)
 travels in the safetensors metadata, so evaluation and prediction prepare inputs exactly as
 training did.
+
+That metadata is untrusted: anyone can write a .safetensors file. Loading one never downloads
+and never reads another file (``trusted_spec``): only registered semifer models and plain timm
+architecture names are built, always with ``pretrained=False``, and model options that could
+name a file, URL or hub (``pretrained_cfg_overlay={"file": ...}``) are dropped.
 """
 from __future__ import annotations
 
+import os
+import re
+import sys
+
+import timm
 import torch
 
 from semifer.engine import checkpoint as ckpt
-from semifer.models import create_model
+from semifer.models import MODELS, create_model
 from semifer.models.addons import attach_addons, split_addon_options
 
 
@@ -27,12 +37,55 @@ def _create_with_addons(name: str, options: dict, **kw) -> torch.nn.Module:
     return attach_addons(create_model(name, **kw, **options), **addons)
 
 
+# timm options that load weights or configs from somewhere: a file, a URL, a hub, a cache
+_SOURCE_OPTIONS = {"pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir",
+                   "pretrained_strict", "hf_hub_id", "url", "file"}
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?")  # arch[.tag]: no "hf-hub:", "local-dir:", "/"
+
+
+def _names_a_source(value) -> bool:
+    """A mapping (timm configs carry files and URLs in them), or a string that could be a
+    path or URL; lists of numbers (``img_size``, ``addon_grid``) are fine."""
+    if isinstance(value, dict):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_names_a_source(v) for v in value)
+    return isinstance(value, str) and any(c in value for c in "/\\:~")
+
+
+def trusted_spec(file: str, name, options) -> tuple[str, dict]:
+    """(model name, options) from a checkpoint's metadata, made safe to build: see the module
+    notes. Raises naming the file for a model name that is not plainly a known architecture."""
+    if not (isinstance(name, str) and _PLAIN_NAME.fullmatch(name) and (name in MODELS or timm.is_model(name))):
+        raise ckpt.CheckpointError(f"{file}: metadata model={name!r} is not a registered semifer model or a "
+                                   "plain timm architecture name; refusing to build it (a hub or path "
+                                   "source would download or read other files)")
+    if not isinstance(options, dict):
+        raise ckpt.CheckpointError(f"{file}: metadata model_options={options!r}; expected a mapping")
+    dropped = sorted(k for k, v in options.items() if k in _SOURCE_OPTIONS or _names_a_source(v))
+    if dropped:
+        print(f"note: {file}: ignored model options {dropped} from its metadata: they could name a file, "
+              "URL or hub, and a checkpoint's metadata is not trusted", file=sys.stderr)
+    return name, {k: v for k, v in options.items() if k not in dropped}
+
+
 def init_from(model: torch.nn.Module, path: str, head: bool = False) -> dict:
     """Load an encoder (a semifer run, a ``semifer pretrain`` output, or a plain state dict) into
     ``model.backbone``. The classification head stays new. Returns the key report; a key present
     in both with a different shape is an error."""
-    weights, _ = ckpt.load_weights(ckpt.find_weights(path, "last")) if not path.endswith((".pt", ".pth")) \
-        else (torch.load(path, map_location="cpu", weights_only=True), {})
+    if path.endswith((".pt", ".pth")):
+        if not os.path.isfile(path):
+            raise ckpt.CheckpointError(f"model.init={path}: no such file")
+        try:
+            weights = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a pickle that is more than tensors (UnpicklingError), or not a torch file
+            raise ckpt.CheckpointError(f"model.init={path}: expected a state dict of tensors (torch.save, loaded "
+                                       f"with weights_only=True), got {type(e).__name__}: "
+                                       f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        if not isinstance(weights, dict) or not all(torch.is_tensor(v) for v in weights.values()):
+            raise ckpt.CheckpointError(f"model.init={path}: expected a state dict of tensors, got {type(weights).__name__}")
+    else:
+        weights, _ = ckpt.load_weights(ckpt.find_weights(path, "last"))
     if head:  # warm start: the classifier too, which must cover the same classes
         for prefix in ("ema.head.", "model.head."):
             sub = ckpt.split_prefix(weights, prefix)
@@ -133,8 +186,9 @@ def load_model(path: str, weights: str = "auto", device: str | torch.device = "c
     state = ckpt.split_prefix(tensors, f"{which}.")
     if not state:
         raise ckpt.CheckpointError(f"{file} holds no {which!r} weights")
-    model = _create_with_addons(meta["model"], meta.get("model_options", {}), num_classes=len(meta["classes"]),
-                                in_chans=meta["in_chans"])
+    name, options = trusted_spec(file, meta.get("model"), meta.get("model_options", {}))
+    model = _create_with_addons(name, options, num_classes=len(meta["classes"]), in_chans=meta["in_chans"],
+                                pretrained=False, checkpoint_path=None)
     model.load_state_dict(state)
     if calibrated:
         _apply_temperature(model, file, which, state, meta)

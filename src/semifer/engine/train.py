@@ -7,6 +7,7 @@ schedule step, EMA update, algorithm state sync; periodically log, evaluate and 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import threading
@@ -19,15 +20,17 @@ from torch.nn.parallel import DistributedDataParallel
 
 from semifer.algorithms import create_algorithm
 from semifer.engine.optim import backward_step
-from semifer.config import Config, save_config, to_dict
+from semifer.config import Config, to_dict
 from semifer.data.prepare import Prepared, prepare
 from semifer.data.sampler import BatchStream
-from semifer.data.transforms import normalize, strong_view, weak_view
+from semifer.data.transforms import normalize, strong_options, strong_view, weak_view
 from semifer.engine import checkpoint as ckpt
+from semifer.engine import run_dir
 from semifer.engine.distributed import Dist, cleanup, init_distributed
-from semifer.engine.evaluate import autocast, predict_probs, write_eval
+from semifer.engine.evaluate import autocast, predict_probs, resolve_amp, write_eval
 from semifer.engine.model_io import FusedModel, build_model, model_meta
-from semifer.engine.schedule import warmup_cosine
+from semifer.engine.schedule import fixmatch_cosine, warmup_cosine
+from semifer.io import remove_orphans
 
 
 def _optimizer(cfg, params_decay, params_no_decay):
@@ -51,42 +54,25 @@ def _split_decay(modules) -> tuple[list, list]:
 
 
 def _views(images: np.ndarray, idx: np.ndarray, names: dict[str, str], gen: torch.Generator,
-           dc, device) -> dict[str, torch.Tensor]:
-    """Gather uint8 images [B, H, W, C] -> the requested normalised views [B, C, H, W]."""
+           dc, device, params: bool = False) -> dict[str, torch.Tensor]:
+    """Gather uint8 images [B, H, W, C] -> the requested normalised views [B, C, H, W].
+    ``params``: also ``<key>_theta`` [B, 2, 3] of each weak view (its crop / flip; FaceMix
+    moves the face boxes with it); the random draws are the same either way."""
     x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).to(device)
     out = {}
     for key, kind in names.items():
-        if kind == "weak":
+        if kind == "weak" and params:
+            v, out[f"{key}_theta"] = weak_view(x, gen, mode=dc.weak, return_params=True)
+        elif kind == "weak":
             v = weak_view(x, gen, mode=dc.weak)
         elif kind == "strong":
-            v = strong_view(x, gen, n_ops=dc.strong_ops, magnitude=dc.strong_magnitude, mode=dc.weak)
+            v = strong_view(x, gen, mode=dc.weak, **strong_options(dc.strong, dc.strong_ops, dc.strong_magnitude))
         elif kind == "none":
             v = x
         else:
             raise ValueError(f"unknown view {kind!r} for {key!r}; expected weak, strong or none")
         out[key] = normalize(v, dc.mean, dc.std)
     return out
-
-
-def _write_run_files(run: str, cfg: Config, data: Prepared) -> None:
-    save_config(cfg, os.path.join(run, "config.yaml"))
-    with open(os.path.join(run, "labelled.txt"), "w") as f:
-        f.writelines(f"{data.train_ids[i]}\t{data.classes[data.train_labels[i]]}\n" for i in data.labelled)
-    if len(data.flipped):
-        with open(os.path.join(run, "noisy_labels.txt"), "w") as f:
-            f.writelines(f"{data.train_ids[i]}\t{data.classes[data.true_labels[i]]}\t"
-                         f"{data.classes[data.train_labels[i]]}\n" for i in data.flipped)
-    with open(os.path.join(run, "corrupt.txt"), "w") as f:
-        f.writelines(f"{i}\t{why}\n" for i, why in data.errors)
-    counts = {
-        "classes": list(data.classes),
-        "labelled": np.bincount(data.train_labels[data.labelled], minlength=len(data.classes)).tolist(),
-        "unlabelled": np.bincount(data.true_labels[data.unlabelled], minlength=len(data.classes)).tolist(),
-        "test": np.bincount(data.test_labels, minlength=len(data.classes)).tolist(),
-        "test_name": data.test_name, "corrupt": len(data.errors), "label_noise_flipped": len(data.flipped),
-    }
-    with open(os.path.join(run, "data.json"), "w") as f:
-        json.dump(counts, f, indent=2)
 
 
 def _print_counts(data: Prepared) -> None:
@@ -116,11 +102,17 @@ def _set_rng_state(state: dict, gen: torch.Generator) -> None:
 
 
 def _check_resumable(run: str, cfg: Config) -> str | None:
-    """Path of the state to resume, or None for a fresh run; refuses to overwrite a run."""
+    """Path of the state to resume, or None for a fresh run; refuses to overwrite a run, to
+    resume a finished one, and to resume with settings the run did not record."""
     state = os.path.join(run, "ckpt", "last_state.pt")
     if cfg.resume:
         if not os.path.exists(state):
             raise ckpt.CheckpointError(f"resume=true but {state} does not exist; nothing to resume")
+        if os.path.exists(os.path.join(run, "summary.json")):
+            raise ckpt.CheckpointError(f"resume=true but {run} is finished (its results are in {run}/summary.json, "
+                                       "left as they are); to train further, start a new run with "
+                                       f"model.init={run} model.init_head=true")
+        run_dir.check_config(run, cfg)
         return state
     if os.path.exists(state):
         raise ckpt.CheckpointError(f"{run} already holds a run; pass resume=true to continue it "
@@ -153,8 +145,18 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
+class Diverged(RuntimeError):
+    """The loss or the weights stopped being finite numbers."""
+
+
 def train(cfg: Config) -> dict:
-    """Run one training job described by ``cfg``; returns the summary written to summary.json."""
+    """Run one training job described by ``cfg``; returns the summary written to summary.json.
+    Rank 0 holds the run folder's lock throughout, so a second job on it fails at once."""
+    with run_dir.locked(cfg.out, main=int(os.environ.get("RANK", 0)) == 0):
+        return _train(cfg)
+
+
+def _train(cfg: Config) -> dict:
     tc, dc = cfg.train, cfg.data
     d: Dist = init_distributed(tc.device)
     if tc.threads:
@@ -166,12 +168,25 @@ def train(cfg: Config) -> dict:
     resume_from = _check_resumable(run, cfg)
     if d.is_main:
         os.makedirs(os.path.join(run, "ckpt"), exist_ok=True)
+        for folder in (run, os.path.join(run, "ckpt")):  # the lock makes any temporary file an orphan
+            for name in remove_orphans(folder):
+                print(f"removed {os.path.join(folder, name)}, left by a writer that was killed")
 
     # ---- data ----------------------------------------------------------------------------
     data = prepare(dc, d.is_main, d.barrier)
     if d.is_main:
         _print_counts(data)
-        _write_run_files(run, cfg, data)
+        files = run_dir.record(cfg, data)
+        if resume_from:
+            run_dir.check_record(run, files)  # before anything is written
+        run_dir.write_record(run, cfg, files, resumed=bool(resume_from))
+
+    if tc.epochs > 0:
+        # Epochs count passes over the labelled set, as papers state schedules.
+        tc.iterations = math.ceil(tc.epochs * len(data.labelled) / (tc.batch_size * d.world))
+        if d.is_main:
+            print(f"train.epochs={tc.epochs:g} over {len(data.labelled)} labelled images at batch "
+                  f"{tc.batch_size * d.world}: {tc.iterations} iterations")
 
     # ---- model, algorithm, teacher, optimiser ----------------------------------------------
     model = build_model(cfg.model, len(data.classes), data.channels, dc.size).to(d.device)
@@ -190,12 +205,15 @@ def train(cfg: Config) -> dict:
     net = DistributedDataParallel(model) if d.enabled else model
     optimizer = _optimizer(tc, *_split_decay([model, algo]))
     min_ratio = tc.min_lr / tc.lr if tc.lr else 0.0
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, tc.iterations, tc.warmup, min_ratio))
+    if tc.schedule not in ("cosine", "fixmatch"):
+        raise ValueError(f"train.schedule={tc.schedule!r}; expected cosine or fixmatch")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, (lambda s: fixmatch_cosine(s, tc.iterations, tc.warmup))
+        if tc.schedule == "fixmatch" else
+        (lambda s: warmup_cosine(s, tc.iterations, tc.warmup, min_ratio, tc.warmup_lr / tc.lr if tc.lr else 0.0)))
     scaler = torch.amp.GradScaler(enabled=tc.amp == "fp16")
-    # bf16 autocast on CPU hits slow oneDNN paths on many CPUs (measured here: 10x slower for a
-    # stride-1 ResNet), so "auto" means bf16 on CUDA and fp32 on CPU.
-    amp = ("bf16" if d.device.type == "cuda" else "none") if tc.amp == "auto" else tc.amp
+    # bf16 autocast on CPU hits slow oneDNN paths on AVX2-only CPUs (measured: 10x slower for a
+    # stride-1 ResNet), so "auto" means bf16 on CUDA and fp32 on CPU; "fast" checks the CPU.
+    amp = resolve_amp(tc.amp, d.device)
 
     semi = bool(algo.views) and len(data.unlabelled) > 0
     if algo.views and not semi:
@@ -208,7 +226,9 @@ def train(cfg: Config) -> dict:
     start, best = 0, {"accuracy": -1.0, "step": 0}
     if resume_from:
         state = ckpt.load_state(resume_from)
-        weights, _ = ckpt.load_weights(os.path.join(run, "ckpt", "last.safetensors"))
+        weights_file = os.path.join(run, "ckpt", "last.safetensors")
+        weights, saved_meta = ckpt.load_weights(weights_file)
+        ckpt.check_pair(weights_file, saved_meta, resume_from, state)
         model.load_state_dict(ckpt.split_prefix(weights, "model."))
         if ema is not None:
             ema.module.load_state_dict(ckpt.split_prefix(weights, "ema."))
@@ -222,10 +242,13 @@ def train(cfg: Config) -> dict:
         _set_rng_state(state["rng"], aug_gen)
         start, best = state["step"], state["best"]
         if d.is_main:
+            run_dir.truncate_metrics(run, start)
             print(f"resumed {run} at step {start}/{tc.iterations}")
 
     meta = model_meta(cfg, data, algo)
     eval_model = lambda: ema.module if (ema is not None and tc.eval_ema) else model  # noqa: E731
+
+    saved_at = {"last": start}
 
     def save(tag: str, step: int) -> None:
         if not d.is_main:
@@ -233,21 +256,28 @@ def train(cfg: Config) -> dict:
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         if ema is not None:
             tensors.update({f"ema.{k}": v for k, v in ema.module.state_dict().items()})
+        bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:  # never replace a good checkpoint with a broken one
+            raise Diverged(f"step {step}: {len(bad)} weight tensors hold NaN or inf (e.g. {bad[0]}); stopped "
+                           f"without saving, {run}/ckpt keeps the last good checkpoint")
         extra = {}
         exported = algo.export_predictor()   # e.g. SIT-FER's fused predictor, built on the raw weights
         if exported is not None:
             tensors.update({f"algo.{k}": v for k, v in exported[0].items()})
             extra = {"predictor": exported[1], "predictor_weights": "model"}
-        ckpt.save_weights(os.path.join(run, "ckpt", f"{tag}.safetensors"), tensors, {**meta, **extra, "step": step})
-        if tag == "last":
-            ckpt.save_state(os.path.join(run, "ckpt", "last_state.pt"), {
+        if tag == "last":  # the state first: the weights' rename commits the pair (checkpoint.py)
+            state_file = os.path.join(run, "ckpt", "last_state.pt")
+            ckpt.save_state(state_file, {
                 "step": step, "best": best, "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "algorithm": algo.state_dict(), "lb_stream": lb_stream.state_dict(),
                 "ub_stream": ub_stream.state_dict() if ub_stream else None, "rng": _rng_state(aug_gen)})
+            extra["state_sha256"] = ckpt.file_sha256(state_file)
+        ckpt.save_weights(os.path.join(run, "ckpt", f"{tag}.safetensors"), tensors, {**meta, **extra, "step": step})
+        saved_at[tag] = step
 
     def evaluate(step: int) -> float:
-        probs = predict_probs(eval_model(), data.test_images, d.device, dc.mean, dc.std, tc.eval_batch_size, amp)
+        probs = predict_probs(eval_model(), data.test_images, d.device, dc.mean, dc.std, tc.eval_batch_size, amp, flip=tc.eval_flip)
         acc = float((probs.argmax(1) == data.test_labels).mean()) if len(probs) else 0.0
         if d.is_main and acc > best["accuracy"]:
             best.update(accuracy=acc, step=step)
@@ -257,7 +287,7 @@ def train(cfg: Config) -> dict:
     writer = None
     if d.is_main:
         from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(os.path.join(run, "tb"))
+        writer = SummaryWriter(os.path.join(run, "tb"), purge_step=start if resume_from else None)
         eff = tc.batch_size * d.world
         print(f"run {run}: {cfg.algorithm.get('name')} on {dc.train}, {tc.iterations} iterations, batch "
               f"{eff} labelled" + (f" + {eff * tc.uratio} unlabelled" if semi else "") +
@@ -276,7 +306,8 @@ def train(cfg: Config) -> dict:
     with stop:
         for step in range(start, tc.iterations):
             li = lb_stream.next()
-            batch = _views(data.train_images, li, {"x": "weak"}, aug_gen, dc, d.device)
+            batch = _views(data.train_images, li, {"x": "weak"}, aug_gen, dc, d.device,
+                           params=getattr(algo, "view_params", False))
             batch["y"] = torch.from_numpy(data.train_labels[li]).to(d.device)
             batch["x_idx"] = torch.from_numpy(li).to(d.device)
             if semi:
@@ -287,6 +318,17 @@ def train(cfg: Config) -> dict:
                 batch["u_true"] = torch.from_numpy(data.true_labels[ui]).to(d.device)
             with autocast(d.device, amp):
                 out = algo.step(net, batch, step, teacher=ema.module if algo.uses_teacher else None)
+            # One collective for both flags: a rank that stopped alone would leave the others
+            # waiting in the next all-reduce forever.
+            nonfinite, stopping = d.any(not bool(torch.isfinite(out.loss.detach())), stop.requested)
+            if nonfinite:  # before backward: the weights and the last checkpoint stay finite
+                if bar:
+                    bar.close()
+                cleanup()
+                kept = (f"{run}/ckpt/last.safetensors keeps the last good checkpoint (step {saved_at['last']})"
+                        if saved_at["last"] else "no checkpoint had been saved yet")
+                raise Diverged(f"the loss is {float(out.loss.detach())} at step {step + 1} (on some rank); stopped "
+                               f"before updating the weights. {kept}; lower train.lr or set train.clip_grad")
             backward_step(out.loss, optimizer, scaler, scheduler, model.parameters(), tc.clip_grad)
             if ema is not None:
                 ema.update(model, step=None if algo.teacher_momentum is not None else step + 1)
@@ -335,9 +377,10 @@ def train(cfg: Config) -> dict:
                 save("last", step + 1)
             if bar:
                 bar.update(1)
-            if stop.requested and not last:
+            if stopping and not last:
                 # keep the work: a checkpoint at a step boundary, then stop
-                save("last", step + 1)
+                if saved_at["last"] != step + 1:
+                    save("last", step + 1)
                 if d.is_main:
                     bar.close()
                     print(f"\ninterrupted after step {step + 1}; checkpoint saved in {run}/ckpt. "
@@ -350,7 +393,7 @@ def train(cfg: Config) -> dict:
     # ---- final evaluation and summary ------------------------------------------------------
     summary = {}
     if d.is_main:
-        probs = predict_probs(eval_model(), data.test_images, d.device, dc.mean, dc.std, tc.eval_batch_size, amp)
+        probs = predict_probs(eval_model(), data.test_images, d.device, dc.mean, dc.std, tc.eval_batch_size, amp, flip=tc.eval_flip)
         wall = time.time() - t_start
         summary = write_eval(run, probs, data.test_labels, data.classes, name="test", ids=data.test_ids, extra={
             "test_data": data.test_name, "weights": "ema" if eval_model() is not model else "model"})
@@ -365,7 +408,7 @@ def train(cfg: Config) -> dict:
         exported = algo.export_predictor()
         if exported is not None:  # the algorithm's own predictor, beside the classifier-only numbers
             fused = FusedModel(model, algo.load_predictor(*exported).to(d.device))
-            fprobs = predict_probs(fused, data.test_images, d.device, dc.mean, dc.std, tc.eval_batch_size, amp)
+            fprobs = predict_probs(fused, data.test_images, d.device, dc.mean, dc.std, tc.eval_batch_size, amp, flip=tc.eval_flip)
             fm = write_eval(run, fprobs, data.test_labels, data.classes, name="test_fused", ids=data.test_ids)
             summary.update(fused_accuracy=fm["accuracy"], fused_macro_f1=fm["macro_f1"])
         with open(os.path.join(run, "summary.json"), "w") as f:

@@ -1,6 +1,7 @@
 """Models: backbones for small faces, any timm model, and the classifier returning (feat, logits)."""
 from semifer.models.backbones import MODELS, WideResNet, list_models, register_model
 from semifer.models import cnn  # noqa: F401  (registers cnn_small)
+from semifer.models import pretrained  # noqa: F401  (registers openclip_vit_b16)
 from semifer.models.classifier import FERClassifier, create_model, load_backbone_checkpoint
 
 __all__ = ["MODELS", "FERClassifier", "WideResNet", "create_model", "list_models",

@@ -72,7 +72,11 @@ def _read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
 
         state = load_file(str(path), device="cpu")
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        import argparse
+
+        # MAE-style training checkpoints keep their argparse.Namespace ``args`` beside ``model``
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):
         if isinstance(state.get(key), dict):
             state = state[key]
@@ -87,10 +91,15 @@ def _read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
 def load_backbone_checkpoint(backbone: nn.Module, path: str | os.PathLike) -> dict:
     """Load a local state dict into ``backbone`` with ``strict=False``.
 
-    Returns ``dict(path, loaded, missing, unexpected)`` (lists of key names) and logs it. A key
+    Published MAE / open_clip files are first adapted (``pretrained.adapt_state_dict``: decoder
+    and text keys dropped, position embeddings resampled). Returns ``dict(path, loaded, missing,
+    unexpected, dropped)`` (lists of key names) and prints it. A key
     present on both sides with different shapes raises ``ValueError`` naming it and both shapes,
     since loading around it would silently leave that layer random."""
+    from semifer.models.pretrained import adapt_state_dict, format_report  # MAE / open_clip formats
+
     state, skipped = _read_state_dict(path)
+    state, dropped = adapt_state_dict(backbone, state)
     own = backbone.state_dict()
     for key, tensor in state.items():
         if key in own and own[key].shape != tensor.shape:
@@ -98,7 +107,9 @@ def load_backbone_checkpoint(backbone: nn.Module, path: str | os.PathLike) -> di
                              f"but the model expects {tuple(own[key].shape)}")
     result = backbone.load_state_dict(state, strict=False)
     report = dict(path=os.fspath(path), loaded=[k for k in state if k in own],
-                  missing=list(result.missing_keys), unexpected=list(result.unexpected_keys) + skipped)
+                  missing=list(result.missing_keys), unexpected=list(result.unexpected_keys) + skipped,
+                  dropped=dropped)
+    print(format_report(report))
     _logger.info("loaded %d tensors into the backbone from %s", len(report["loaded"]), report["path"])
     for kind in ("missing", "unexpected"):
         if report[kind]:

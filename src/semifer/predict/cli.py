@@ -1,6 +1,6 @@
 """``semifer predict`` and ``semifer export`` (added to the main CLI through ``register``).
 
-    semifer predict --checkpoint RUN --input PATH|FOLDER|VIDEO|WEBCAM_INDEX [--output DIR]
+    semifer predict [--checkpoint RUN] --input PATH|FOLDER|VIDEO|WEBCAM_INDEX [--output DIR]
                     [--detector auto|mediapipe|mtcnn|haar|lbp|yolo_face] [--no-detect]
                     [--annotate] [--stride N] [--smooth ALPHA] [--format csv|json]
     semifer export --checkpoint RUN --format onnx [--dynamic-batch] [--output FILE]
@@ -14,7 +14,8 @@ import sys
 
 def register(sub) -> None:
     p = sub.add_parser("predict", help="classify the faces in images, folders, videos or a webcam")
-    p.add_argument("--checkpoint", required=True, help="run folder or .safetensors file")
+    p.add_argument("--checkpoint", help="run folder or .safetensors file (default: the FER2013 model "
+                   "shipped in the package)")
     p.add_argument("--input", required=True, help="image, folder (recursive), video file or webcam index")
     p.add_argument("--output", default="predictions", help="folder for the table, summary and annotations")
     p.add_argument("--detector", default="auto", metavar="NAME", help="auto (mediapipe > mtcnn > haar > lbp) or a name")

@@ -1,6 +1,6 @@
 """``Predictor``: a trained checkpoint plus a face detector, answering one row per face.
 
-    p = Predictor.from_checkpoint("runs/fer2013")
+    p = Predictor.from_checkpoint("runs/fer2013")   # or () for the model shipped in the package
     for face in p.predict(["a.jpg", pil_image, array]):
         print(face.name, face.box, face.label, face.probs["happy"])
 
@@ -10,6 +10,7 @@ cache's own function), so a model never sees differently prepared pixels.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -21,6 +22,7 @@ from semifer.data.faces import Face, create_detector, detect_faces, face_crops
 from semifer.data.transforms import normalize
 from semifer.engine.model_io import load_model
 from semifer.predict.inputs import as_items, image_name, to_rgb
+from semifer.weights import default_model
 
 
 @dataclass
@@ -58,16 +60,26 @@ class Predictor:
         self.classes: list[str] = list(meta["classes"])
         self.margin, self.max_side = margin, max_side
         self._detector, self._detector_kw = detector, detector_kw
+        self.checkpoint: str | None = None  # the file or folder from_checkpoint loaded
 
     @classmethod
-    def from_checkpoint(cls, path: str, device: str = "auto", detector: Any = "auto",
+    def from_checkpoint(cls, path: str | None = None, device: str = "auto", detector: Any = "auto",
                         weights: str = "auto", **kw) -> "Predictor":
-        """Load a run folder or .safetensors file (``weights``: "auto", "ema" or "model").
-        Further keywords go to the constructor: ``margin``, ``max_side``, and detector options
-        such as ``min_score`` or ``model_path``."""
+        """Load a run folder or .safetensors file (``weights``: "auto", "ema" or "model"); with
+        no ``path``, the model shipped in the package (:mod:`semifer.weights`), saying so on
+        stderr. Further keywords go to the constructor: ``margin``, ``max_side``, and detector
+        options such as ``min_score`` or ``model_path``."""
+        shipped = path is None
+        path = default_model() if shipped else path
         dev = resolve_device(device)
         model, meta = load_model(path, weights=weights, device=dev)
-        return cls(model, meta, dev, detector, **kw)
+        if shipped:  # the user did not choose it, so say what answers them
+            print(f"semifer: no checkpoint given; using the shipped model {path} ({meta['model']}, "
+                  f"{meta['size']} px, {meta['in_chans']} channel(s); classes: {', '.join(meta['classes'])})",
+                  file=sys.stderr)
+        predictor = cls(model, meta, dev, detector, **kw)
+        predictor.checkpoint = path
+        return predictor
 
     @property
     def detector(self):

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from semifer.data.base import DataError
 from semifer.predict.inputs import to_rgb
-from semifer.predict.output import RowWriter, draw, make_row, round_fps
+from semifer.predict.output import RowWriter, draw, make_row, no_face_row, round_fps
 from semifer.predict.predictor import Predictor
 from semifer.predict.video import IoUTracker, Smoother, iter_frames, open_video
 
@@ -63,6 +63,8 @@ def expand_input(spec: str) -> tuple[list, str]:
     under a folder (recursively, sorted). Names in outputs are relative to ``root``."""
     if spec.isdigit():
         return [int(spec)], ""
+    if not os.path.exists(spec):
+        raise DataError(f"input {spec} does not exist")
     if os.path.isfile(spec):
         return [spec], os.path.dirname(spec)
     if not os.path.isdir(spec):
@@ -136,6 +138,8 @@ class PredictRun:
                     rows = [make_row(path, None, None, j, None, f, _box(f, rgb), p, self.p.classes)
                             for j, ((f, _), p) in enumerate(zip(pairs, probs))]
                     self._emit(rows)
+                    if not rows:  # so every image read is in the table, faces or not
+                        self.writer.write(no_face_row(path, self.p.classes))
                     self.summary.files += 1
                     if self.opts.annotate:
                         self._save_annotated(path, rgb, rows)

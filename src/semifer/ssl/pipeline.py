@@ -70,7 +70,9 @@ def stage_configs(recipe: dict[str, dict], run: str, encoder: str | None = None)
     _merge(pre, {"out": os.path.join(run, FOLDERS["pretrain"]),
                  "data": {"sources": sd.train, "size": sd.size, "channels": sd.channels, "mean": sd.mean,
                           "std": sd.std, "cache_dir": sd.cache_dir},
-                 "model": {"name": sm.name, "options": dict(sm.options)}})
+                 # drop path is a fine-tuning regulariser: MAE pre-trains without it (models_mae)
+                 "model": {"name": sm.name, "options": {k: v for k, v in sm.options.items()
+                                                        if k != "drop_path_rate"}}})
     _merge(pre, recipe["pretrain"])
     for key in ("size", "channels", "mean", "std"):
         if getattr(pre.data, key) != getattr(sd, key):

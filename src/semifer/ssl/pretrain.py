@@ -30,7 +30,7 @@ from semifer.data.sampler import BatchStream
 from semifer.data.transforms import normalize, weak_view
 from semifer.engine import checkpoint as ckpt
 from semifer.engine.distributed import cleanup, init_distributed
-from semifer.engine.evaluate import autocast
+from semifer.engine.evaluate import autocast, resolve_amp
 from semifer.engine.model_io import _model_kwargs
 from semifer.engine.optim import backward_step
 from semifer.engine.schedule import warmup_cosine
@@ -49,8 +49,8 @@ class PretrainDataConfig:
     size: int = 48                     # decoded and trained at size x size (= the classifier's data.size)
     channels: int = 0                  # 0 = the first source's (1 for gray data), or 1 / 3
     crop_scale: float = 0.2            # random-resized-crop area range [crop_scale, 1] (MAE: 0.2)
-    mean: float = 0.5                  # normalisation after /255 (= the classifier's data.mean/std)
-    std: float = 0.5
+    mean: float | list[float] = 0.5    # normalisation after /255, one or per channel (= the classifier's)
+    std: float | list[float] = 0.5
     cache_dir: str = ".cache/semifer"  # decoded uint8 arrays, shared with training
 
 
@@ -80,7 +80,7 @@ class PretrainTrainConfig:
     warmup: int = 800                  # linear warm-up steps, then cosine
     min_lr: float = 0.0
     clip_grad: float = 0.0             # max grad norm; 0 disables
-    amp: str = "auto"                  # auto (bf16 on CUDA, none on CPU) | bf16 | fp16 | none
+    amp: str = "auto"                  # auto (bf16 on CUDA, none on CPU) | fast (bf16 where native) | bf16 | fp16 | none
     log_every: int = 50
     vis_every: int = 500               # PNG grid of original / masked / reconstruction; 0 disables
     ckpt_every: int = 500
@@ -176,12 +176,13 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def save_grid(path: str, original: torch.Tensor, masked: torch.Tensor, recon: torch.Tensor,
-              mean: float, std: float) -> None:
+              mean: float | list[float], std: float | list[float]) -> None:
     """Rows: original, masked, reconstruction; one column per image; normalised float -> PNG."""
     import cv2
 
     def rows(x):  # [N, C, H, W] -> [H, N*W, C] uint8
-        x = (x.float().cpu() * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8)
+        m, s = (torch.as_tensor(v, dtype=torch.float32).view(-1, 1, 1) for v in (mean, std))  # [C or 1, 1, 1]
+        x = (x.float().cpu() * s + m).clamp(0, 1).mul(255).round().to(torch.uint8)
         return torch.cat(list(x.permute(0, 2, 3, 1)), 1).numpy()
 
     grid = np.concatenate([rows(original), rows(masked), rows(recon)], 0)
@@ -231,7 +232,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, tc.iterations, tc.warmup, min_ratio))
     scaler = torch.amp.GradScaler(enabled=tc.amp == "fp16")
-    amp = ("bf16" if d.device.type == "cuda" else "none") if tc.amp == "auto" else tc.amp
+    amp = resolve_amp(tc.amp, d.device)
     stream = BatchStream(np.arange(total), tc.batch_size, seed=tc.seed * 1009 + d.rank)
     aug_gen = torch.Generator().manual_seed(tc.seed * 7 + 13 + d.rank)
     meta = {"model": cfg.model.name, "model_options": _model_kwargs(cfg.model, dc.size), "in_chans": channels,
@@ -240,7 +241,9 @@ def pretrain(cfg: PretrainConfig) -> dict:
     start = 0
     if cfg.resume:
         state = ckpt.load_state(state_path)
-        weights, _ = ckpt.load_weights(os.path.join(run, "ckpt", "last.safetensors"))
+        weights_file = os.path.join(run, "ckpt", "last.safetensors")
+        weights, saved_meta = ckpt.load_weights(weights_file)
+        ckpt.check_pair(weights_file, saved_meta, state_path, state)  # saved together, not killed between
         mae.load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -257,13 +260,15 @@ def pretrain(cfg: PretrainConfig) -> dict:
     def save(step: int) -> None:
         if not d.is_main:
             return
-        ckpt.save_weights(os.path.join(run, "ckpt", "last.safetensors"), mae.state_dict(), {**meta, "step": step})
         rng = {"torch": torch.get_rng_state(), "aug": aug_gen.get_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state()
         ckpt.save_state(state_path, {"step": step, "optimizer": optimizer.state_dict(),
                                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                                      "stream": stream.state_dict(), "rng": rng})
+        # last: the weights' rename commits the pair (engine/checkpoint.py)
+        ckpt.save_weights(os.path.join(run, "ckpt", "last.safetensors"), mae.state_dict(),
+                          {**meta, "step": step, "state_sha256": ckpt.file_sha256(state_path)})
 
     # A fixed set of images and a fixed mask, so successive grids show the same faces improving.
     vis_idx = np.linspace(0, total - 1, min(8, total)).astype(np.int64)

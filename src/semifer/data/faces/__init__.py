@@ -9,7 +9,7 @@ Each detector imports its library only when built, so importing this package is 
 from semifer.data.faces.align import crop_face, face_crops, square_around
 from semifer.data.faces.base import (AUTO_ORDER, DETECTORS, Face, as_rgb_uint8, create_detector,
                                      detect_faces, list_detectors, register_detector)
-from semifer.data.faces import cascade, neural, yolo  # noqa: F401  (they register the detectors)
+from semifer.data.faces import blazeface, cascade, neural, yolo  # noqa: F401  (they register the detectors)
 
 __all__ = ["AUTO_ORDER", "DETECTORS", "Face", "as_rgb_uint8", "create_detector", "crop_face", "face_crops",
            "detect_faces", "list_detectors", "register_detector", "square_around"]

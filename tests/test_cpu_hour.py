@@ -1,0 +1,107 @@
+"""The options of the CPU-hour recipes: epochs, test-time mirror, cnn depths, and the
+throughput benchmark's FLOP count."""
+import importlib.util
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from semifer.config import load_config
+from semifer.engine.evaluate import predict_probs
+from semifer.engine.train import train
+from semifer.models import create_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_epochs_set_iterations_from_the_labelled_set(tiny):
+    # 42 labelled images (6 per class) at batch 8: 2.5 epochs = ceil(105 / 8) = 14 steps
+    summary = train(load_config(None, tiny + ["train.epochs=2.5", "train.iterations=999"]))
+    assert summary["iterations"] == math.ceil(2.5 * 42 / 8) == 14
+
+
+class _LeftRight(torch.nn.Module):
+    """Logits that tell left-heavy images from right-heavy ones: a mirror flips its answer."""
+
+    def forward(self, x):
+        w = x.shape[-1]
+        left, right = x[..., : w // 2].mean((1, 2, 3)), x[..., w // 2:].mean((1, 2, 3))
+        logits = torch.stack([left - right, right - left], 1) * 10
+        return None, logits
+
+
+def test_eval_flip_averages_image_and_mirror():
+    images = np.zeros((3, 8, 8, 1), np.uint8)
+    images[:, :, :4] = 255                                      # bright left half
+    plain = predict_probs(_LeftRight(), images, torch.device("cpu"))
+    flipped = predict_probs(_LeftRight(), images[:, :, ::-1].copy(), torch.device("cpu"))
+    both = predict_probs(_LeftRight(), images, torch.device("cpu"), flip=True)
+    assert plain[0, 0] > 0.99 and flipped[0, 1] > 0.99
+    np.testing.assert_allclose(both, (plain + flipped) / 2, atol=1e-6)
+    np.testing.assert_allclose(both, 0.5, atol=1e-6)            # the symmetric answer
+
+
+def _convs(model):
+    return sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+
+def test_cnn_depths_per_stage():
+    assert _convs(create_model("cnn_small", 7)) == 8           # 2 per stage, as before
+    assert _convs(create_model("cnn_fer", 7)) == 1 + 2 + 3 + 3
+    model = create_model("cnn_small", 7, widths=(8, 16), depths=(1, 3))
+    assert _convs(model) == 4
+    assert model.forward_features(torch.zeros(2, 1, 48, 48)).shape == (2, 16, 12, 12)
+    with pytest.raises(ValueError, match="one count >= 1 per stage"):
+        create_model("cnn_small", 7, widths=(8, 16), depths=(1, 2, 3))
+
+
+def test_throughput_counts_flops_of_a_conv_by_hand():
+    spec = importlib.util.spec_from_file_location("throughput", os.path.join(ROOT, "benchmarks", "throughput.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    conv = torch.nn.Conv2d(2, 3, 3, padding=1, bias=False)
+    x = torch.randn(1, 2, 4, 4)
+    # forward: 2 FLOPs per multiply-add, 3 out x 16 px x (2 in x 9 taps)
+    assert mod.flops_of(lambda: conv(x)) == 2 * 3 * 16 * 2 * 9
+    assert mod.parse_model('cnn_small{"widths": [8, 16]}') == ("cnn_small", {"widths": [8, 16]})
+
+
+def test_switching_the_algorithm_drops_the_recipes_options(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("algorithm:\n  name: ema_teacher\n  tau: 0.7\n  teacher_momentum: 0.99\n")
+    cfg = load_config(str(recipe), ["algorithm.name=supervised"])
+    assert cfg.algorithm == {"name": "supervised"}
+    assert "options tau, teacher_momentum are dropped" in capsys.readouterr().out
+    cfg = load_config(str(recipe), ["algorithm.name=fixmatch", "algorithm.tau=0.8"])
+    assert cfg.algorithm == {"name": "fixmatch", "tau": 0.8}                 # an override is kept
+    cfg = load_config(str(recipe), ["algorithm.tau=0.85"])                   # same algorithm: merged
+    assert cfg.algorithm == {"name": "ema_teacher", "tau": 0.85, "teacher_momentum": 0.99}
+
+
+@pytest.mark.parametrize("recipe", ["fer2013_cpu_hour.yaml", "fer2013_cpu_hour_ssl.yaml"])
+@pytest.mark.parametrize("algorithm", [None, "supervised"])
+def test_cpu_hour_recipes_build(recipe, algorithm):
+    from semifer.algorithms import create_algorithm
+
+    cfg = load_config(os.path.join(ROOT, "recipes", recipe), [f"algorithm.name={algorithm}"] if algorithm else [])
+    options = {k: v for k, v in cfg.algorithm.items() if k != "name"}
+    create_algorithm(cfg.algorithm["name"], 7, 10, 100, **options)
+    model = create_model(cfg.model.name, 7, drop_rate=cfg.model.drop_rate, **cfg.model.options)
+    assert model(torch.zeros(2, 1, 48, 48))[1].shape == (2, 7)
+    assert cfg.train.eval_flip and cfg.train.threads == 1
+
+
+def test_amp_fast_is_bf16_only_where_the_hardware_has_it(monkeypatch):
+    from semifer.engine import evaluate
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert evaluate.resolve_amp("auto", cpu) == "none" and evaluate.resolve_amp("auto", cuda) == "bf16"
+    monkeypatch.setattr(evaluate, "cpu_has_native_bf16", lambda: False)
+    assert evaluate.resolve_amp("fast", cpu) == "none" and evaluate.resolve_amp("fast", cuda) == "bf16"
+    monkeypatch.setattr(evaluate, "cpu_has_native_bf16", lambda: True)
+    assert evaluate.resolve_amp("fast", cpu) == "bf16"
+    assert evaluate.resolve_amp("none", cpu) == "none"
+    with pytest.raises(ValueError, match="expected auto, fast"):
+        evaluate.resolve_amp("fp8", cpu)
