@@ -128,6 +128,15 @@ def test_fgsm_accuracy_never_rises_with_epsilon(patch_model):
         attack.region_mask(np.zeros((1, 2, 2)), "everywhere")
 
 
+def test_fgsm_shows_progress_and_maps_batch_by_batch(patch_model, capsys):
+    x, y, _ = patch_images(10, seed=7)
+    r = attack.fgsm_accuracy(patch_model, x, y, [0, 0.1], region="focused", batch_size=4, progress=True)
+    err = capsys.readouterr().err
+    assert "FGSM focused: 100%" in err and "10/10" in err
+    maps, _ = cam.grad_cam(patch_model, x)  # the share is the whole set's, not the last batch's
+    assert r["region_share"] == round(float(attack.region_mask(maps, "focused").mean()), 4)
+
+
 def test_region_mask_restricts_the_perturbation(patch_model):
     x, y, _ = patch_images(8, seed=5)
     maps, _ = cam.grad_cam(patch_model, x)

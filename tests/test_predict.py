@@ -425,3 +425,39 @@ def test_annotated_labels_have_a_filled_background():
     patch = out[lab.y:lab.y + lab.h, lab.x:lab.x + lab.w].reshape(-1, 3)
     filled = (patch == BOX_BGR).all(1).mean()
     assert 0.5 < filled < 0.95 and (patch.sum(1) < 100).any()   # background with dark text on it
+
+
+class _CutShortVideo:
+    """A capture whose header announces 10 frames but which decodes only 4, as a truncated MP4
+    that still opens does."""
+
+    def __init__(self):
+        self.left = 4
+
+    def get(self, prop):
+        return {cv2.CAP_PROP_FPS: 10.0, cv2.CAP_PROP_FRAME_COUNT: 10.0}.get(prop, 0.0)
+
+    def grab(self):
+        self.left -= 1
+        return self.left >= 0
+
+    def retrieve(self):
+        return True, np.full((64, 64, 3), 128, np.uint8)
+
+    def release(self):
+        pass
+
+
+def test_truncated_video_reports_frames_expected_against_read(runs, tmp_path, monkeypatch, capsys):
+    import semifer.predict.run as run_mod
+
+    clip = tmp_path / "cut.mp4"
+    clip.write_bytes(b"stands in for a video cut short")
+    monkeypatch.setattr(run_mod, "open_video", lambda source: _CutShortVideo())
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", runs[1], "--input", str(clip), "--output", str(out), "--no-detect"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["files"], summary["frames"]) == (1, 4)
+    assert summary["warnings"] == [{"file": "cut.mp4", "expected_frames": 10, "read_frames": 4}]
+    err = capsys.readouterr().err
+    assert "announces 10 frames" in err and "only 4 could be read" in err and "1 read only in part" in err

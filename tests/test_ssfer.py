@@ -61,10 +61,12 @@ def test_mae_loss_counts_masked_patches_only():
     assert enc.patch_embed.proj.weight.grad.abs().sum() > 0
 
 
-def test_pretrain_resume_equals_uninterrupted(tmp_path, monkeypatch):
+def test_pretrain_resume_equals_uninterrupted(tmp_path, monkeypatch, capsys):
     torch.use_deterministic_algorithms(True, warn_only=True)
     full = pre.pretrain(_pretrain_cfg(tmp_path, "full"))
     assert full["iterations"] == 4 and (tmp_path / "full" / "vis" / "step_0000004.png").exists()
+    err = capsys.readouterr().err  # the progress bar, as training has
+    assert "pretrain: 100%" in err and "4/4" in err
 
     class StopAfterTwo(pre._StopFlag):   # asks to stop when the loop checks after step 2
         checks = 0
@@ -304,3 +306,35 @@ def test_pipeline_keeps_an_explicit_pretrain_drop_path(tmp_path):
                                       "pretrain.model.options={drop_path_rate: 0.05}"])
     pre, finetune, _ = stage_configs(recipe, str(tmp_path))
     assert pre.model.options == {"drop_path_rate": 0.05} and finetune.model.options == {"drop_path_rate": 0.1}
+
+
+def test_pipeline_overrides_reach_every_stage(tmp_path):
+    from semifer.config import ConfigError
+    from semifer.ssl.pipeline import load_recipe, stage_configs
+
+    recipe = "recipes/ssfer_fer2013_cpu.yaml"  # per-stage iterations 600 / 600 / 500
+    pre, finetune, semi = stage_configs(load_recipe(recipe, None, ["train.iterations=30", "train.threads=2"]),
+                                        str(tmp_path))
+    assert [c.train.iterations for c in (pre, finetune, semi)] == [30, 30, 30]
+    assert [c.train.threads for c in (pre, finetune, semi)] == [2, 2, 2]
+    assert finetune.train.lr == 5e-4 and semi.train.warmup == 20  # the rest of each stage's recipe stays
+    # a stage's own override wins over a plain one, whatever the order on the command line
+    pre, finetune, semi = stage_configs(load_recipe(recipe, None, ["semi.train.iterations=7", "train.iterations=30",
+                                                                   "pretrain.train.iterations=5"]), str(tmp_path))
+    assert [c.train.iterations for c in (pre, finetune, semi)] == [5, 30, 7]
+    with pytest.raises(ConfigError, match="finetune.algorithm.tau"):
+        load_recipe(recipe, None, ["algorithm.tau=0.9"])
+
+
+def test_pipeline_says_when_a_stage_resumes_with_other_iterations(tmp_path):
+    from semifer.config import Config, save_config
+    from semifer.ssl.pipeline import iterations_note
+
+    cfg = Config()
+    cfg.train.iterations = 600
+    save_config(cfg, tmp_path / "config.yaml")
+    assert iterations_note(str(tmp_path), 600) is None
+    assert "started with train.iterations=600; it now continues to 30" in iterations_note(str(tmp_path), 30)
+    (tmp_path / "summary.json").write_text("{}")
+    assert "finished with train.iterations=600" in iterations_note(str(tmp_path), 30)
+    assert iterations_note(str(tmp_path / "missing"), 30) is None

@@ -48,32 +48,41 @@ def input_gradient_sign(model, x01: torch.Tensor, y: torch.Tensor, mean, std) ->
 @torch.no_grad()
 def fgsm_accuracy(model, images: np.ndarray, labels: np.ndarray, eps: list[float], region: str = "all",
                   mean=0.5, std=0.5, threshold: float = 0.3, layer: str = "", batch_size: int = 128,
-                  device: str | torch.device = "cpu") -> dict:
+                  device: str | torch.device = "cpu", progress: bool = False) -> dict:
     """Accuracy on uint8 images [N, H, W, C] under masked FGSM for each eps (in [0, 1] pixel units).
 
     Returns {"eps": [...], "accuracy": [...], "region": ..., "region_share": mean share of
-    pixels in M, "num_images": N}."""
+    pixels in M, "num_images": N}. ``progress``: a tqdm bar on stderr, one tick per batch."""
+    from tqdm import tqdm
+
     if any(not 0 <= e <= 1 for e in eps):
         raise ValueError(f"eps values {eps} must lie in [0, 1] (pixel units: 0.03 = 7.65 grey levels)")
     model = model.to(device).eval()
-    if region == "all":  # plain FGSM needs no map
-        mask = np.ones(images.shape[:3], dtype=np.float32)
-    else:
-        cams, _ = grad_cam(model, images, mean, std, layer=layer, batch_size=batch_size, device=device)
-        mask = region_mask(cams, region, threshold)                           # [N, H, W]
-    correct = np.zeros(len(eps), dtype=np.int64)
-    for i in range(0, len(images), batch_size):
-        x01 = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).permute(0, 3, 1, 2).to(device)
-        x01 = x01.float() / 255                                               # [B, C, H, W] in [0, 1]
-        y = torch.from_numpy(labels[i:i + batch_size]).to(device)
-        m = torch.from_numpy(mask[i:i + batch_size]).to(device)[:, None]      # [B, 1, H, W]
-        step = m * input_gradient_sign(model, x01, y, mean, std)
-        for j, e in enumerate(eps):
-            x_adv = (x01 + e * step).clamp(0, 1)
-            correct[j] += int((model(_norm(x_adv, mean, std))[1].argmax(1) == y).sum())
+    correct, share = np.zeros(len(eps), dtype=np.int64), 0.0
+    # the map is made batch by batch too, so the bar also covers Grad-CAM's share of the time
+    with tqdm(total=len(images), unit="img", desc=f"FGSM {region}", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for i in range(0, len(images), batch_size):
+            batch = images[i:i + batch_size]
+            if region == "all":  # plain FGSM needs no map
+                mask = np.ones(batch.shape[:3], dtype=np.float32)
+            else:
+                cams, _ = grad_cam(model, batch, mean, std, layer=layer, batch_size=batch_size, device=device)
+                mask = region_mask(cams, region, threshold)                   # [B, H, W]
+            share += float(mask.sum())
+            x01 = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).to(device)
+            x01 = x01.float() / 255                                           # [B, C, H, W] in [0, 1]
+            y = torch.from_numpy(labels[i:i + batch_size]).to(device)
+            m = torch.from_numpy(mask).to(device)[:, None]                    # [B, 1, H, W]
+            step = m * input_gradient_sign(model, x01, y, mean, std)
+            for j, e in enumerate(eps):
+                x_adv = (x01 + e * step).clamp(0, 1)
+                correct[j] += int((model(_norm(x_adv, mean, std))[1].argmax(1) == y).sum())
+            bar.update(len(batch))
     return {"region": region, "threshold": threshold, "eps": [float(e) for e in eps],
             "accuracy": (correct / max(len(images), 1)).round(5).tolist(),
-            "region_share": round(float(mask.mean()), 4), "num_images": int(len(images))}
+            "region_share": round(share / max(int(np.prod(images.shape[:3])), 1), 4),
+            "num_images": int(len(images))}
 
 
 def parse_eps(text: str) -> list[float]:

@@ -214,7 +214,7 @@ def _attack(args) -> int:
     model, meta = load_model(args.checkpoint, weights=args.weights, device=device)
     images, labels, _ = model_arrays(args.data, meta, args.split, args.cache_dir, args.limit)
     results = [fgsm_accuracy(model, images, labels, eps, r, meta["mean"], meta["std"], args.threshold,
-                             args.layer, device=device) for r in regions]
+                             args.layer, device=device, progress=True) for r in regions]
     out = args.out or _default_out(args.checkpoint, "attack")
     os.makedirs(out, exist_ok=True)
     record = {"checkpoint": args.checkpoint, "data": args.data, "split": args.split, "eps_units": "[0, 1] pixels",

@@ -62,8 +62,9 @@ def _predict(args) -> int:
     with open(os.path.join(args.output, "summary.json"), "w") as f:
         json.dump(summary.as_dict(), f, indent=2)
     print(f"{summary.files} processed, {summary.failed} failed, {summary.faces} faces "
-          f"({summary.frames} video frames, {summary.without_face} images/frames without a face); "
-          f"table: {table}", file=sys.stderr)
+          f"({summary.frames} video frames, {summary.without_face} images/frames without a face"
+          + (f"; {len(summary.warnings)} read only in part, see summary.json" if summary.warnings else "")
+          + f"); table: {table}", file=sys.stderr)
     return 0 if summary.files else 1
 
 

@@ -48,6 +48,7 @@ class Summary:
     faces: int = 0              # table rows
     without_face: int = 0       # images and frames where no face was found
     errors: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)  # inputs read only in part (a truncated video)
 
     def fail(self, name: str, err: Exception) -> None:
         self.failed += 1
@@ -173,10 +174,17 @@ class PredictRun:
         finally:
             cap.release()
             sink.close()
-        if self.summary.frames == start:
+        read = self.summary.frames - start
+        if read == 0:
             self.summary.fail(name, DataError("no frame could be decoded"))
-        else:
-            self.summary.files += 1
+            return
+        self.summary.files += 1
+        if total and read < total and not isinstance(source, int):
+            # A file cut short often still opens and decodes up to the cut: say so, not "processed".
+            msg = (f"{name}: its header announces {total} frames (at stride {self.opts.stride}) but only {read} "
+                   "could be read; the file may be truncated or damaged")
+            self.summary.warnings.append({"file": name, "expected_frames": total, "read_frames": read})
+            tqdm.write(f"warning: {msg}", file=sys.stderr)
 
     def _frames(self, frames: Iterator, file: str, sink: "VideoSink", bar) -> None:
         """Classify a frame stream a chunk at a time, tracking and smoothing faces."""

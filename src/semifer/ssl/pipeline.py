@@ -11,11 +11,14 @@ A recipe has four sections: ``shared`` (a ``semifer train`` config applied to st
 its data size / channels / normalisation and model are mirrored into stage I so the encoder fits
 the classifier), ``pretrain`` (a ``semifer pretrain`` config), ``finetune`` and ``semi`` (train
 configs of stages II and III). Overrides ``pretrain.K=V``, ``finetune.K=V``, ``semi.K=V`` go to
-one stage; any other ``K=V`` goes to ``shared``.
+one stage; any other ``K=V`` goes to ``shared`` *and* to every stage that has the key, after the
+stage's recipe section, so ``train.iterations=30`` shortens all three stages (a recipe's per-stage
+value once silently won). Precedence: shared recipe < stage recipe < plain K=V < stage K=V.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 
@@ -48,14 +51,45 @@ def load_recipe(path: str | None, data: str | None, overrides: list[str]) -> dic
         _deep_update(recipe, loaded)
     if data:
         _deep_update(recipe["shared"], {"data": {"train": data}})
+    # command-line overrides are kept apart: stage_configs applies them after the stage sections
+    recipe["cli"] = {"plain": {}, **{stage: {} for stage in STAGES}}
     for text in overrides:
         nested = parse_override(text)
         (section, body), = nested.items()
         if section in STAGES:
-            _deep_update(recipe[section], body)
+            _deep_update(recipe["cli"][section], body)
+        elif section == "algorithm":  # facemix and ema_teacher take different options
+            raise ConfigError(f"override {text!r}: the stages run different algorithms; give "
+                              f"finetune.{text} or semi.{text}")
         else:
             _deep_update(recipe["shared"], nested)
+            _deep_update(recipe["cli"]["plain"], nested)
     return recipe
+
+
+def _known(obj, tree: dict) -> dict:
+    """The part of ``tree`` whose keys exist in the dataclass ``obj`` (free-form dicts take all)."""
+    names = {f.name for f in dataclasses.fields(obj)}
+    out = {}
+    for k, v in tree.items():
+        if k not in names:
+            continue
+        current = getattr(obj, k)
+        if dataclasses.is_dataclass(current) and isinstance(v, dict):
+            sub = _known(current, v)
+            if sub:
+                out[k] = sub
+        else:
+            out[k] = v
+    return out
+
+
+def _apply_cli(cfg, recipe: dict, stage: str, skip: tuple[str, ...] = ()) -> None:
+    """Plain ``K=V`` where ``cfg`` has the key (minus ``skip``), then the stage's own overrides."""
+    cli = recipe.get("cli", {})
+    plain = {k: v for k, v in cli.get("plain", {}).items() if k not in skip}
+    _merge(cfg, _known(cfg, plain))
+    _merge(cfg, copy.deepcopy(cli.get(stage, {})))
 
 
 def stage_configs(recipe: dict[str, dict], run: str, encoder: str | None = None):
@@ -74,6 +108,8 @@ def stage_configs(recipe: dict[str, dict], run: str, encoder: str | None = None)
                  "model": {"name": sm.name, "options": {k: v for k, v in sm.options.items()
                                                         if k != "drop_path_rate"}}})
     _merge(pre, recipe["pretrain"])
+    # model is mirrored above (without drop path); out / resume are the pipeline's
+    _apply_cli(pre, recipe, "pretrain", skip=("model", "out", "resume"))
     for key in ("size", "channels", "mean", "std"):
         if getattr(pre.data, key) != getattr(sd, key):
             raise ConfigError(f"pretrain.data.{key}={getattr(pre.data, key)} differs from data.{key}="
@@ -86,12 +122,14 @@ def stage_configs(recipe: dict[str, dict], run: str, encoder: str | None = None)
     _merge(finetune, copy.deepcopy(recipe["shared"]))
     _merge(finetune, {"algorithm": {"name": "facemix"}})
     _merge(finetune, recipe["finetune"])
+    _apply_cli(finetune, recipe, "finetune")
     _merge(finetune, {"out": os.path.join(run, FOLDERS["finetune"]), "model": {"init": encoder}})
 
     semi = Config()
     _merge(semi, copy.deepcopy(recipe["shared"]))
     _merge(semi, {"algorithm": {"name": "ema_teacher"}})
     _merge(semi, recipe["semi"])
+    _apply_cli(semi, recipe, "semi")
     _merge(semi, {"out": os.path.join(run, FOLDERS["semi"]),
                   "model": {"init": finetune.out, "init_head": True}})
     return pre, finetune, semi
@@ -101,6 +139,21 @@ def _state(folder: str) -> str:
     if os.path.exists(os.path.join(folder, "summary.json")):
         return "done"
     return "resume" if os.path.exists(os.path.join(folder, "ckpt", "last_state.pt")) else "new"
+
+
+def iterations_note(folder: str, iterations: int) -> str | None:
+    """A line when ``folder``'s recorded ``train.iterations`` differs from ``iterations``."""
+    try:
+        with open(os.path.join(folder, "config.yaml")) as f:
+            was = (yaml.safe_load(f) or {}).get("train", {}).get("iterations")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    if was is None or was == iterations:
+        return None
+    if os.path.exists(os.path.join(folder, "summary.json")):
+        return (f"{folder} finished with train.iterations={was}; the {iterations} asked now apply only "
+                f"to a new --out")
+    return f"{folder} started with train.iterations={was}; it now continues to {iterations}"
 
 
 def run_ssfer(recipe: dict[str, dict], run: str, encoder: str | None = None) -> list[dict]:
@@ -118,6 +171,9 @@ def run_ssfer(recipe: dict[str, dict], run: str, encoder: str | None = None) -> 
         ("II", "finetune", finetune, train), ("III", "semi", semi, train)]
     for roman, _, cfg, fn in jobs:
         state = _state(cfg.out)
+        note = iterations_note(cfg.out, cfg.train.iterations) if state != "new" else None
+        if note:
+            print(f"stage {roman}: {note}")
         if state == "done":
             print(f"stage {roman}: {cfg.out} is finished; skipped")
             continue

@@ -290,6 +290,11 @@ def pretrain(cfg: PretrainConfig) -> dict:
               f"{tc.iterations} iterations x batch {tc.batch_size * d.world}, device {d.device}, amp {amp}")
     t_start = t_log = time.time()
     loss_sum, n_logged, n_images, last_loss = 0.0, 0, 0, float("nan")
+    bar = None
+    if d.is_main:  # as engine/train.py: sparse refreshes when stderr goes to a log file
+        from tqdm import tqdm
+        bar = tqdm(total=tc.iterations, initial=start, desc="pretrain", dynamic_ncols=True,
+                   mininterval=1.0 if os.isatty(2) else 30.0)
     mae.train()
     with _StopFlag() as stop:  # Ctrl-C / SIGTERM: finish the step, checkpoint, stop (as training does)
         for step in range(start, tc.iterations):
@@ -313,17 +318,24 @@ def pretrain(cfg: PretrainConfig) -> dict:
                            "images_per_s": round(rate, 1)}
                     with open(os.path.join(run, "metrics.jsonl"), "a") as f:
                         f.write(json.dumps(rec) + "\n")
-                    print(f"step {step + 1}/{tc.iterations}: loss {last_loss:.4f}, {rate:.0f} images/s")
+                    bar.set_postfix({"loss": f"{last_loss:.4f}", "images_per_s": f"{rate:.0f}"})
+                    bar.write(f"step {step + 1}/{tc.iterations}: loss {last_loss:.4f}, {rate:.0f} images/s")
                 loss_sum, n_logged, n_images, t_log = 0.0, 0, 0, time.time()
             if d.is_main and tc.vis_every and ((step + 1) % tc.vis_every == 0 or last):
                 visualise(step + 1)
             if (step + 1) % tc.ckpt_every == 0 or last:
                 save(step + 1)
+            if bar:
+                bar.update(1)
             if stop.requested and not last:
+                if bar:
+                    bar.close()
                 save(step + 1)
                 print(f"interrupted after step {step + 1}; continue with the same command plus resume=true")
                 cleanup()
                 return {"interrupted": True, "step": step + 1, "run": run}
+    if bar:
+        bar.close()
 
     summary = {}
     if d.is_main:
