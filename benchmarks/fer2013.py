@@ -121,7 +121,7 @@ def main() -> None:
                        "curves": curves(run), **val_correct(run), "machine": machine()}
                 if args.test:
                     ev = subprocess.run([sys.executable, "-m", "semifer.cli", "eval", "--checkpoint", run,
-                                         "--data", args.test, "--split", args.test_split],
+                                         "--data", args.test, "--split", args.test_split, "--json"],
                                         check=True, capture_output=True, text=True)
                     m = json.loads(ev.stdout)
                     row["extra_test"] = {"data": args.test, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}

@@ -1,4 +1,5 @@
 import os
+import signal
 import socket
 
 import pytest
@@ -45,3 +46,23 @@ def on_ranks(tmp_path):
         torch.multiprocessing.spawn(_gloo_worker, args=(world, port, str(tmp_path), fn), nprocs=world, join=True)
         return [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
     return run
+
+
+@pytest.fixture
+def interrupt_at(monkeypatch):
+    """``interrupt_at(n)``: deliver a real SIGINT from inside the training loop when the labelled
+    stream (batch size 8 in TINY) is drawn the n-th time; ``monkeypatch.undo()`` removes it."""
+    import semifer.engine.train as train_mod
+
+    def arm(n_calls: int) -> None:
+        original, calls = train_mod.BatchStream.next, {"n": 0}
+
+        def next_(self):
+            if self.batch_size == 8:  # the labelled stream
+                calls["n"] += 1
+                if calls["n"] == n_calls:
+                    os.kill(os.getpid(), signal.SIGINT)
+            return original(self)
+
+        monkeypatch.setattr(train_mod.BatchStream, "next", next_)
+    return arm

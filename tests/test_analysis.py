@@ -352,6 +352,26 @@ def test_explain_attack_and_report_on_a_run(age_run, tmp_path):
     assert main(["report", str(tmp_path / "nothing"), "--out", str(out)]) == 2
 
 
+def test_explain_replaces_old_overlays_and_warns_about_whole_photos(age_run, tmp_path, capsys):
+    from PIL import Image
+
+    root, spec = age_run
+    run, out = str(root / "run"), str(tmp_path / "cams")
+    assert main(["explain", "--checkpoint", run, "--input", spec, "--limit", "5", "--out", out,
+                 "--cache-dir", str(root / "cache")]) == 0
+    assert len(list((tmp_path / "cams").glob("cam_*.png"))) == 5
+    img = next((root / "data" / "test" / "adult").iterdir())
+    photo = tmp_path / "photo.png"  # a "photo": far larger than the 32 px model input
+    Image.open(img).resize((640, 480)).save(photo)
+    capsys.readouterr()
+    assert main(["explain", "--checkpoint", run, "--input", str(photo), "--out", out]) == 0
+    assert len(list((tmp_path / "cams").glob("cam_*.png"))) == 1  # only this run's overlay
+    err = capsys.readouterr().err
+    assert "removed 5 overlay(s)" in err and "photo.png is 640x480 px" in err and "--detector auto" in err
+    assert main(["explain", "--checkpoint", run, "--input", str(img), "--out", out]) == 0
+    assert "warning" not in capsys.readouterr().err  # a face-crop-sized image passes without one
+
+
 def test_report_includes_a_kfold_table(tmp_path):
     (tmp_path / "kf").mkdir()
     table = kfold.kfold_table([{"accuracy": 0.5, "macro_f1": 0.4, "ece": 0.1, "num_images": 10},

@@ -1,7 +1,6 @@
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 
@@ -33,6 +32,22 @@ def test_run_folder_and_summary(tiny, tmp_path):
     assert sum(right) / len(right) == pytest.approx(summary["accuracy"])
 
 
+@pytest.mark.parametrize("bad, message", [
+    (["algorithm.name=fixmach"], "unknown algorithm 'fixmach'"),
+    (["algorithm.name=fixmatch", "algorithm.tua=0.9"], "no option 'tua'"),
+    (["model.name=resnet81_small"], "unknown model 'resnet81_small'"),
+    (["data.test=fer2031:/nowhere"], "unknown dataset 'fer2031'"),
+])
+def test_a_bad_config_fails_before_data_or_run_folder(tiny, tmp_path, monkeypatch, bad, message):
+    def no_data(*a, **k):
+        raise AssertionError("the data was prepared before the config was checked")
+
+    monkeypatch.setattr(train_mod, "prepare", no_data)
+    with pytest.raises((ValueError, KeyError), match=message):
+        train(load_config(None, tiny + bad))
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
 def test_refuses_to_overwrite_and_resume_needs_a_run(tiny, tmp_path):
     train(load_config(None, tiny))
     with pytest.raises(CheckpointError, match="resume=true"):
@@ -41,28 +56,13 @@ def test_refuses_to_overwrite_and_resume_needs_a_run(tiny, tmp_path):
         train(load_config(None, tiny + [f"out={tmp_path / 'other'}", "resume=true"]))
 
 
-def _interrupt_at(monkeypatch, n_calls: int):
-    """Deliver a real SIGINT from inside the loop when the labelled stream is drawn n times."""
-    original = train_mod.BatchStream.next
-    calls = {"n": 0}
-
-    def next_(self):
-        if self.batch_size == 8:  # the labelled stream
-            calls["n"] += 1
-            if calls["n"] == n_calls:
-                os.kill(os.getpid(), signal.SIGINT)
-        return original(self)
-
-    monkeypatch.setattr(train_mod.BatchStream, "next", next_)
-
-
 @pytest.mark.parametrize("algorithm", ["supervised", "fixmatch"])
-def test_resume_matches_uninterrupted_run(tiny, tmp_path, monkeypatch, algorithm):
+def test_resume_matches_uninterrupted_run(tiny, tmp_path, monkeypatch, interrupt_at, algorithm):
     common = tiny + ["train.deterministic=true", "train.amp=none", f"algorithm.name={algorithm}",
                      "train.ckpt_every=100", "train.eval_every=100"]
     train(load_config(None, common + [f"out={tmp_path / 'straight'}"]))
 
-    _interrupt_at(monkeypatch, 4)
+    interrupt_at(4)
     partial = train(load_config(None, common + [f"out={tmp_path / 'resumed'}"]))
     assert partial == {"interrupted": True, "step": 4, "run": str(tmp_path / "resumed")}
     monkeypatch.undo()
@@ -101,10 +101,15 @@ def test_corrupt_images_are_skipped_and_listed(tmp_path):
 def test_cli_train_eval_list(tiny, tmp_path):
     cli = [sys.executable, "-m", "semifer.cli"]
     subprocess.run(cli + ["train"] + tiny, check=True, capture_output=True)
-    out = subprocess.run(cli + ["eval", "--checkpoint", str(tmp_path / "run"), "--data", "synthetic:?n=50",
-                                "--split", "val"], check=True, capture_output=True, text=True)
+    ev = cli + ["eval", "--checkpoint", str(tmp_path / "run"), "--data", "synthetic:?n=50", "--split", "val"]
+    out = subprocess.run(ev + ["--json"], check=True, capture_output=True, text=True)
     metrics = json.loads(out.stdout)
     assert metrics["num_images"] == 50 and len(metrics["confusion_matrix"]) == 7
+    assert json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text()) == metrics
+    table = subprocess.run(ev, check=True, capture_output=True, text=True).stdout.splitlines()
+    assert table[0].startswith(f"accuracy {metrics['accuracy']:.4f}") and "images 50" in table[0]
+    last, recall = list(metrics["per_class_recall"].items())[-1]
+    assert len(table) == 2 + 1 + 7 and table[-1].split() == [last, f"{recall:.4f}"]  # headline, header, 7 classes
     assert (tmp_path / "run" / "eval" / "metrics_confusion.png").exists()
     assert len((tmp_path / "run" / "eval" / "metrics_predictions.csv").read_text().splitlines()) == 51
 

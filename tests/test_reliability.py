@@ -20,18 +20,9 @@ from semifer.engine.train import Diverged, train
 RECORD = ("config.yaml", "labelled.txt", "data.json")
 
 
-def _interrupted(tiny, tmp_path, monkeypatch, extra=(), at: int = 4):
+def _interrupted(tiny, tmp_path, monkeypatch, interrupt_at, extra=(), at: int = 4):
     """A run stopped by a real SIGINT after step ``at``: checkpoints at steps 3 and 4."""
-    original, calls = train_mod.BatchStream.next, {"n": 0}
-
-    def next_(self):
-        if self.batch_size == 8:  # the labelled stream
-            calls["n"] += 1
-            if calls["n"] == at:
-                os.kill(os.getpid(), signal.SIGINT)
-        return original(self)
-
-    monkeypatch.setattr(train_mod.BatchStream, "next", next_)
+    interrupt_at(at)
     assert train(load_config(None, tiny + list(extra)))["interrupted"]
     monkeypatch.undo()
     return tmp_path / "run"
@@ -65,8 +56,8 @@ def test_weights_and_state_of_different_steps_are_refused(tiny, tmp_path, monkey
     assert not orphan.exists()
 
 
-def test_corrupt_state_file_is_refused(tiny, tmp_path, monkeypatch):
-    run = _interrupted(tiny, tmp_path, monkeypatch)
+def test_corrupt_state_file_is_refused(tiny, tmp_path, monkeypatch, interrupt_at):
+    run = _interrupted(tiny, tmp_path, monkeypatch, interrupt_at)
     raw = bytearray((run / "ckpt" / "last_state.pt").read_bytes())
     raw[len(raw) // 2] ^= 0xFF  # torch.load does not notice: the zip's CRCs are not checked
     (run / "ckpt" / "last_state.pt").write_bytes(bytes(raw))
@@ -136,8 +127,8 @@ def test_second_run_on_a_locked_folder_fails_naming_the_holder(tiny, tmp_path):
     ("algorithm.name=fixmatch", "algorithm.name: 'supervised' in the run, 'fixmatch' now"),
     ("data.train=synthetic:?n=200", "data.train: 'synthetic:?n=240' in the run, 'synthetic:?n=200' now"),
 ])
-def test_incompatible_resume_is_refused_before_writing(tiny, tmp_path, monkeypatch, change, named):
-    run = _interrupted(tiny, tmp_path, monkeypatch)
+def test_incompatible_resume_is_refused_before_writing(tiny, tmp_path, monkeypatch, change, named, interrupt_at):
+    run = _interrupted(tiny, tmp_path, monkeypatch, interrupt_at)
     before = _snapshot(run)
     with pytest.raises(run_dir.RunFolderError, match="differ from .*config.yaml") as e:
         train(load_config(None, tiny + ["resume=true", change]))
@@ -145,7 +136,7 @@ def test_incompatible_resume_is_refused_before_writing(tiny, tmp_path, monkeypat
     assert _snapshot(run) == before
 
 
-def test_resume_on_changed_data_names_the_differences(tmp_path, monkeypatch):
+def test_resume_on_changed_data_names_the_differences(tmp_path, monkeypatch, interrupt_at):
     """Same spec, other files: the record catches what the config cannot."""
     from PIL import Image
 
@@ -159,7 +150,7 @@ def test_resume_on_changed_data_names_the_differences(tmp_path, monkeypatch):
     tiny = [f"data.train=folder:{root}", "data.size=16", "data.labels_per_class=2", "model.name=cnn_small",
             "train.batch_size=8", "train.iterations=6", "train.ckpt_every=3", "train.eval_every=3",
             "train.threads=1", f"data.cache_dir={tmp_path / 'c'}", f"out={tmp_path / 'run'}"]
-    run = _interrupted(tiny, tmp_path, monkeypatch)
+    run = _interrupted(tiny, tmp_path, monkeypatch, interrupt_at)
     before = _snapshot(run)
     os.rename(root / "train" / "happy" / "0.png", root / "train" / "sad" / "9.png")
     with pytest.raises(run_dir.RunFolderError, match="other data than") as e:
@@ -168,8 +159,8 @@ def test_resume_on_changed_data_names_the_differences(tmp_path, monkeypatch):
     assert _snapshot(run) == before
 
 
-def test_safe_changes_resume_and_metrics_are_not_repeated(tiny, tmp_path, monkeypatch, capsys):
-    run = _interrupted(tiny, tmp_path, monkeypatch)
+def test_safe_changes_resume_and_metrics_are_not_repeated(tiny, tmp_path, monkeypatch, capsys, interrupt_at):
+    run = _interrupted(tiny, tmp_path, monkeypatch, interrupt_at)
     with open(run / "metrics.jsonl", "a") as f:  # logged after the checkpoint by a run then killed
         f.write(json.dumps({"step": 6, "loss": 9.0}) + "\n")
     summary = train(load_config(None, tiny + ["resume=true", "train.iterations=8", "train.eval_every=4"]))

@@ -118,16 +118,19 @@ def test_buffer_labelled_slots_and_pseudo_cap(tmp_path):
     assert len(feats) == 4 and labels.tolist() == [1, 2, 0, 0]
 
 
+class Net(nn.Module):
+    """A linear classifier on 3-d inputs that are their own features: (feat, logits)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return x, self.lin(x)
+
+
 def test_step_logs_every_level_and_respects_ablation():
     torch.manual_seed(0)
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = nn.Linear(3, 3)
-
-        def forward(self, x):
-            return x, self.lin(x)
 
     algo = create_algorithm("sitfer", 3, total_steps=10, text_encoder="random", text_dim=4, levels="sem",
                             lambda_t=0.0, tau=0.0)
@@ -220,14 +223,6 @@ def test_short_run_text_loss_decreases_and_fused_predictor_reloads(tiny, tmp_pat
 
 def test_ins_tau_gates_the_buffer_not_the_loss():
     # tau gates L_u; ins_tau alone decides which pseudo-labelled features enter the buffer
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = nn.Linear(3, 3)
-
-        def forward(self, x):
-            return x, self.lin(x)
-
     torch.manual_seed(0)
     batch = {"x": torch.randn(4, 3), "y": torch.tensor([0, 1, 2, 0]), "x_idx": torch.tensor([0, 1, 2, 3]),
              "u_w": torch.randn(6, 3), "u_s": torch.randn(6, 3)}

@@ -1,7 +1,7 @@
 """The ``semifer`` command line.
 
     semifer train --config recipes/x.yaml [--data SPEC] [--out DIR] key=value ...
-    semifer eval --checkpoint RUN_DIR --data SPEC [--split test]
+    semifer eval --checkpoint RUN_DIR --data SPEC [--split test] [--json]
     semifer compare RUN_DIR ... [--eval]
     semifer list algorithms|datasets|models
 """
@@ -43,6 +43,7 @@ def _eval(args) -> int:
     from semifer.data.cache import decode_split
     from semifer.engine.evaluate import predict_probs, write_eval
     from semifer.engine.model_io import load_fused_model, load_model
+    from semifer.evaluation.metrics import metrics_table
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, meta = load_model(args.checkpoint, weights=args.weights, device=device)
@@ -64,8 +65,11 @@ def _eval(args) -> int:
         fprobs = predict_probs(fused, np.asarray(dec.images[np.flatnonzero(keep)]), device, meta["mean"], meta["std"])
         fm = write_eval(out, fprobs, labels[keep], meta["classes"], name="metrics_fused", ids=ids)
         metrics.update(fused_accuracy=fm["accuracy"], fused_macro_f1=fm["macro_f1"])
-    print(json.dumps(metrics, indent=2))
-    print(f"confusion matrix and reliability diagram written to {out}", file=sys.stderr)
+        with open(os.path.join(out, "metrics.json"), "w") as f:  # the file holds what --json prints
+            json.dump(metrics, f, indent=2)
+    # the JSON (~80 lines with the confusion matrix) is for scripts: a short table for people
+    print(json.dumps(metrics, indent=2) if args.json else metrics_table(metrics))
+    print(f"metrics.json, confusion matrix and reliability diagram written to {out}", file=sys.stderr)
     return 0
 
 
@@ -152,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test")
     e.add_argument("--weights", default="auto", choices=["auto", "ema", "model"])
     e.add_argument("--out", help="folder for metrics.json and PNGs (default RUN/eval)")
+    e.add_argument("--json", action="store_true", help="print metrics.json instead of the short table")
     e.add_argument("--cache-dir", default=".cache/semifer")
     e.set_defaults(func=_eval)
 

@@ -81,6 +81,14 @@ class Algorithm(nn.Module, abc.ABC):
 def create_algorithm(name: str, num_classes: int, total_steps: int = 1, num_unlabelled: int = 0,
                      **options) -> Algorithm:
     """Build a registered algorithm; an option it does not take is an error naming the option."""
+    check_algorithm(name, options)
+    return ALGORITHMS.get(name)(num_classes=num_classes, total_steps=total_steps, num_unlabelled=num_unlabelled,
+                                **options)
+
+
+def check_algorithm(name: str, options: dict) -> None:
+    """Raise (naming it) for an unknown algorithm or an option it does not take; needs no data,
+    so training calls it before decoding anything."""
     cls = ALGORITHMS.get(name)
     accepted = {name for c in cls.__mro__ if issubclass(c, Algorithm)
                 for name, p in inspect.signature(c.__init__).parameters.items() if p.kind != p.VAR_KEYWORD}
@@ -88,7 +96,6 @@ def create_algorithm(name: str, num_classes: int, total_steps: int = 1, num_unla
     if unknown:
         known = sorted(accepted - {"self", "num_classes", "total_steps", "num_unlabelled"})
         raise ValueError(f"algorithm {name!r} has no option {unknown[0]!r}; its options: {', '.join(known) or 'none'}")
-    return cls(num_classes=num_classes, total_steps=total_steps, num_unlabelled=num_unlabelled, **options)
 
 
 def algorithm_options(name: str) -> dict[str, object]:

@@ -1,5 +1,5 @@
 """DTA + SNL (Cai et al., "Semi-Supervised Facial Expression Recognition based on Dynamic
-Threshold and Negative Learning", arXiv 2601.05556; semifer's methods.md section 3).
+Threshold and Negative Learning", arXiv 2601.05556; docs/methods.md section 3).
 
 Only the abstract and an overview of the paper are public, so each component takes its
 established form, every constant is an option and each part can be switched off for ablation

@@ -1,6 +1,6 @@
 """SSFER stage III: semi-supervised fine-tuning with an EMA teacher (Song et al., "Bridging the
 Gaps: Utilizing Unlabeled Face Recognition Datasets to Boost Semi-Supervised Facial Expression
-Recognition", Neurocomputing / arXiv 2410.17622; semifer's methods.md section 1).
+Recognition", Neurocomputing / arXiv 2410.17622; docs/methods.md section 1).
 
 The teacher T is the engine's exponential moving average of the student (eq. 1) with momentum
 ``teacher_momentum`` from step 0. q = softmax(T(u_w)) (teacher in eval mode, no gradient),
@@ -20,7 +20,7 @@ from semifer.algorithms.common import forward_views, masked_ce, teacher_probs
 
 
 def teacher_mask(conf, tau: float):
-    """mask_b = 1[max q_b > tau], strict as in SSFER's mask (methods.md section 1, eq. 4)."""
+    """mask_b = 1[max q_b > tau], strict as in SSFER's mask (docs/methods.md section 1, eq. 4)."""
     return (conf > tau).float()
 
 

@@ -1,6 +1,6 @@
 """FaceMix: SSFER stage II (Song et al., "Bridging the Gaps: Utilizing Unlabeled Face Recognition
-Datasets to Boost Semi-Supervised Facial Expression Recognition", arXiv 2410.17622; methods.md
-section 1).
+Datasets to Boost Semi-Supervised Facial Expression Recognition", arXiv 2410.17622;
+docs/methods.md section 1).
 
 Mixup pairs image i with the reversed batch's j (eq. 6, see ``mixup.py``). When the two faces
 barely overlap, the mixed image shows two faces and its soft label is a poor target, so the

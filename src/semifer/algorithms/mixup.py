@@ -1,5 +1,5 @@
 """Mixup (Zhang et al., "mixup: Beyond Empirical Risk Minimization", ICLR 2018) as SSFER pairs it
-(methods.md section 1, stage II): each labelled image is mixed with the image at the mirrored
+(docs/methods.md section 1, stage II): each labelled image is mixed with the image at the mirrored
 position of the batch (the reversed batch), with one lam ~ Beta(alpha, alpha) per batch:
 
     x~ = lam x_i + (1 - lam) x_j,   y~ = lam y_i + (1 - lam) y_j          (SSFER eq. 6)

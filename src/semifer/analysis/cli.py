@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import os
 import sys
@@ -117,12 +118,35 @@ def _image_inputs(spec: str, meta: dict, args):
         crops, crop_names = [to_rgb(f) for f in files], names
         if getattr(args, "detector", "none") != "none":          # photos: one crop per detected face
             crops, crop_names = _face_crops(crops, names, args)
+        else:
+            _warn_large_crops(crops, names, meta["size"])
         images = np.stack([fit_to_model(c, meta["size"], meta["in_chans"]) for c in crops])
         return images, None, crop_names
     if ":" not in spec:
         raise FileNotFoundError(f"--input {spec!r} is neither an existing image/folder nor a dataset spec (name:path)")
     images, labels, ids = model_arrays(spec, meta, args.split, args.cache_dir, args.limit)
     return images, labels, ids
+
+
+def _warn_large_crops(crops: list, names: list[str], size: int) -> None:
+    """Without --detector a whole photo is squeezed to one model input; say so when an image is
+    much larger than a face crop (a heuristic: > 3x the model's input and > 400 px)."""
+    limit = max(3 * size, 400)
+    large = [(n, c.shape) for c, n in zip(crops, names) if max(c.shape[:2]) > limit]
+    for name, (h, w) in [(n, sh[:2]) for n, sh in large[:3]]:
+        print(f"warning: {name} is {w}x{h} px and is explained as one face crop; pass --detector auto "
+              f"to explain each face of a photo", file=sys.stderr)
+    if len(large) > 3:
+        print(f"warning: {len(large) - 3} more image(s) larger than {limit} px", file=sys.stderr)
+
+
+def _clear_overlays(out: str) -> None:
+    """Remove an earlier run's ``cam_*.png``, so the folder holds only this run's overlays."""
+    old = glob.glob(os.path.join(out, "cam_*.png"))
+    for path in old:
+        os.remove(path)
+    if old:
+        print(f"note: removed {len(old)} overlay(s) of an earlier explain in {out}", file=sys.stderr)
 
 
 def _face_crops(photos: list, names: list[str], args) -> tuple[list, list[str]]:
@@ -169,6 +193,7 @@ def _explain(args) -> int:
     probs /= probs.sum(1, keepdims=True)
     out = args.out or _default_out(args.checkpoint, "explain")
     os.makedirs(out, exist_ok=True)
+    _clear_overlays(out)
     panels = []
     with open(os.path.join(out, "explain.csv"), "w", newline="") as f:
         w = csv.writer(f)

@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from semifer.algorithms import create_algorithm
 from semifer.engine.optim import backward_step
+from semifer.engine.preflight import check_config
 from semifer.config import Config, to_dict
 from semifer.data.prepare import Prepared, prepare
 from semifer.data.sampler import BatchStream
@@ -152,6 +153,7 @@ class Diverged(RuntimeError):
 def train(cfg: Config) -> dict:
     """Run one training job described by ``cfg``; returns the summary written to summary.json.
     Rank 0 holds the run folder's lock throughout, so a second job on it fails at once."""
+    check_config(cfg)  # a typo fails here, before the run folder exists or any data is decoded
     with run_dir.locked(cfg.out, main=int(os.environ.get("RANK", 0)) == 0):
         return _train(cfg)
 

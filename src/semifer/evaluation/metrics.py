@@ -51,3 +51,16 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
     p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
     return {"only_a": only_a, "only_b": only_b, "p_value": float(p)}
+
+
+def metrics_table(m: dict) -> str:
+    """A few lines of ``classification_metrics`` output for a terminal: the headline numbers,
+    then one recall per class (the full JSON, confusion matrix included, goes to a file)."""
+    head = f"accuracy {m['accuracy']:.4f}   macro-F1 {m['macro_f1']:.4f}"
+    if "fused_accuracy" in m:
+        head += f"   fused accuracy {m['fused_accuracy']:.4f}   fused macro-F1 {m['fused_macro_f1']:.4f}"
+    head += f"   ECE {m['ece']:.4f}   images {m['num_images']}" if "ece" in m else f"   images {m['num_images']}"
+    recall = m.get("per_class_recall", {})
+    width = max([len("class")] + [len(c) for c in recall])
+    rows = [f"{'class':<{width}}  recall"] + [f"{c:<{width}}  {r:.4f}" for c, r in recall.items()]
+    return "\n".join([head, ""] + rows)

@@ -1,4 +1,4 @@
-"""Backbone add-ons for DTA+SNL (methods.md section 3): local attention over regions of the
+"""Backbone add-ons for DTA+SNL (docs/methods.md section 3): local attention over regions of the
 feature map, and feature-map dropout of whole regions or channels.
 
 Both act on the unpooled backbone output that ``FERClassifier.neck`` sees: a CNN map

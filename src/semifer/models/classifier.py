@@ -118,6 +118,14 @@ def load_backbone_checkpoint(backbone: nn.Module, path: str | os.PathLike) -> di
     return report
 
 
+def check_model_name(name: str) -> None:
+    """Raise for a name that is neither a semifer nor a timm model (builds nothing)."""
+    if name in MODELS or ":" in name or timm.is_model(name):  # "hf-hub:..." / "local-dir:..." are timm's
+        return
+    raise ValueError(f"unknown model {name!r}: neither a semifer model ({', '.join(list_models())}) "
+                     "nor a timm model; see `semifer list models` and `timm.list_models()`")
+
+
 def create_model(name: str, num_classes: int, in_chans: int = 1, pretrained: bool = False,
                  checkpoint_path: str | os.PathLike | None = None, drop_rate: float = 0.0,
                  **kwargs) -> FERClassifier:
@@ -129,14 +137,12 @@ def create_model(name: str, num_classes: int, in_chans: int = 1, pretrained: boo
     ``model.checkpoint_report``. Keyword arguments left at None are dropped, as in timm, so
     config files can leave options unset."""
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    check_model_name(name)
     if name in MODELS:
         backbone = MODELS.get(name)(in_chans=in_chans, pretrained=pretrained, drop_rate=drop_rate, **kwargs)
-    elif ":" in name or timm.is_model(name):  # "hf-hub:..." / "local-dir:..." sources are timm's to resolve
+    else:
         backbone = timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_chans,
                                      drop_rate=drop_rate, **kwargs)
-    else:
-        raise ValueError(f"unknown model {name!r}: neither a semifer model ({', '.join(list_models())}) "
-                         "nor a timm model; see `semifer list models` and `timm.list_models()`")
     model = FERClassifier(backbone, num_classes, in_chans=in_chans)
     if checkpoint_path is not None:
         model.checkpoint_report = load_backbone_checkpoint(model.backbone, checkpoint_path)

@@ -40,5 +40,6 @@ def register(sub) -> None:
     s.add_argument("--out", required=True, help="run folder holding one folder per stage")
     s.add_argument("--encoder", help="skip stage I and start stage II from this encoder checkpoint")
     s.add_argument("overrides", nargs="*",
-                   help="pretrain.K=V / finetune.K=V / semi.K=V for one stage; K=V for stages II and III")
+                   help="pretrain.K=V / finetune.K=V / semi.K=V for one stage; K=V for every stage "
+                        "that has the key (a stage's own K=V wins)")
     s.set_defaults(func=_pipeline)
