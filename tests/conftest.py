@@ -66,3 +66,22 @@ def interrupt_at(monkeypatch):
 
         monkeypatch.setattr(train_mod.BatchStream, "next", next_)
     return arm
+
+
+@pytest.fixture
+def noise_folder(tmp_path):
+    """``noise_folder(side)``: a ``folder:`` dataset of random gray PNGs, ``train`` and ``test``
+    splits, classes happy and sad, 6 images each; returns its root."""
+    import numpy as np
+    from PIL import Image
+
+    def make(side: int):
+        root = tmp_path / "faces"
+        rng = np.random.default_rng(0)
+        for split in ("train", "test"):
+            for cls in ("happy", "sad"):
+                (root / split / cls).mkdir(parents=True)
+                for i in range(6):
+                    Image.fromarray(rng.integers(0, 255, (side, side), dtype=np.uint8)).save(root / split / cls / f"{i}.png")
+        return root
+    return make

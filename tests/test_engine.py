@@ -76,16 +76,8 @@ def test_resume_matches_uninterrupted_run(tiny, tmp_path, monkeypatch, interrupt
         assert np.array_equal(a[k].numpy(), b[k].numpy()), k
 
 
-def test_corrupt_images_are_skipped_and_listed(tmp_path):
-    from PIL import Image
-
-    root = tmp_path / "faces"
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for cls in ("happy", "sad"):
-            (root / split / cls).mkdir(parents=True)
-            for i in range(6):
-                Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)).save(root / split / cls / f"{i}.png")
+def test_corrupt_images_are_skipped_and_listed(tmp_path, noise_folder):
+    root = noise_folder(20)
     (root / "train" / "happy" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     overrides = [f"data.train=folder:{root}", "data.size=16", "data.labels_per_class=2", "model.name=cnn_small",
                  "train.batch_size=4", "train.iterations=2", "train.threads=1",

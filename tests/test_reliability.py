@@ -136,17 +136,9 @@ def test_incompatible_resume_is_refused_before_writing(tiny, tmp_path, monkeypat
     assert _snapshot(run) == before
 
 
-def test_resume_on_changed_data_names_the_differences(tmp_path, monkeypatch, interrupt_at):
+def test_resume_on_changed_data_names_the_differences(tmp_path, monkeypatch, interrupt_at, noise_folder):
     """Same spec, other files: the record catches what the config cannot."""
-    from PIL import Image
-
-    root = tmp_path / "faces"
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for cls in ("happy", "sad"):
-            (root / split / cls).mkdir(parents=True)
-            for i in range(6):
-                Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(root / split / cls / f"{i}.png")
+    root = noise_folder(16)
     tiny = [f"data.train=folder:{root}", "data.size=16", "data.labels_per_class=2", "model.name=cnn_small",
             "train.batch_size=8", "train.iterations=6", "train.ckpt_every=3", "train.eval_every=3",
             "train.threads=1", f"data.cache_dir={tmp_path / 'c'}", f"out={tmp_path / 'run'}"]
