@@ -61,6 +61,10 @@ class ModelConfig:
 class TrainConfig:
     iterations: int = 2000             # optimiser steps (global: every rank takes each step)
     epochs: float = 0.0                # > 0: iterations = ceil(epochs * labelled / global batch) instead
+    epoch_over: str = "labelled"       # labelled | unlabelled (one epoch = the unlabelled set at batch x uratio)
+    few_label_epochs: float = 0.0      # > 0 (with epochs): these epochs instead when fewer than few_labels
+    few_labels: int = 500              # are labelled (SSFER stage II: 100 epochs, 1000 below 500 labels)
+    warmup_epochs: float = 0.0         # > 0 (with epochs): warmup = these epochs, converted as epochs are
     batch_size: int = 64               # labelled images per step and per process
     uratio: int = 3                    # unlabelled images per labelled image (semi-supervised algorithms)
     optimizer: str = "sgd"             # sgd | adamw

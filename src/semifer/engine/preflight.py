@@ -18,6 +18,8 @@ def check_config(cfg: Config) -> None:
     algo = dict(cfg.algorithm)
     check_algorithm(algo.pop("name", "supervised"), algo)
     check_model_name(cfg.model.name)
+    if cfg.train.epoch_over not in ("labelled", "unlabelled"):
+        raise ValueError(f"train.epoch_over={cfg.train.epoch_over!r}; expected labelled or unlabelled")
     for spec in (cfg.data.train, cfg.data.test):
         if spec:
             DATASETS.get(parse_spec(spec)[0])

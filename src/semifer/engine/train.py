@@ -7,7 +7,6 @@ schedule step, EMA update, algorithm state sync; periodically log, evaluate and 
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import threading
@@ -30,7 +29,7 @@ from semifer.engine import run_dir
 from semifer.engine.distributed import Dist, cleanup, init_distributed
 from semifer.engine.evaluate import autocast, predict_probs, resolve_amp, write_eval
 from semifer.engine.model_io import FusedModel, build_model, model_meta
-from semifer.engine.schedule import fixmatch_cosine, warmup_cosine
+from semifer.engine.schedule import fixmatch_cosine, train_epochs, warmup_cosine
 from semifer.io import remove_orphans
 
 
@@ -183,12 +182,10 @@ def _train(cfg: Config) -> dict:
             run_dir.check_record(run, files)  # before anything is written
         run_dir.write_record(run, cfg, files, resumed=bool(resume_from))
 
-    if tc.epochs > 0:
-        # Epochs count passes over the labelled set, as papers state schedules.
-        tc.iterations = math.ceil(tc.epochs * len(data.labelled) / (tc.batch_size * d.world))
-        if d.is_main:
-            print(f"train.epochs={tc.epochs:g} over {len(data.labelled)} labelled images at batch "
-                  f"{tc.batch_size * d.world}: {tc.iterations} iterations")
+    # Papers state schedules in epochs (and SSFER in a rule on the label count): steps, once.
+    line = train_epochs(tc, len(data.labelled), len(data.unlabelled), d.world)
+    if line and d.is_main:
+        print(line)
 
     # ---- model, algorithm, teacher, optimiser ----------------------------------------------
     model = build_model(cfg.model, len(data.classes), data.channels, dc.size).to(d.device)

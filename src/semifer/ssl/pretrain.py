@@ -14,7 +14,6 @@ model.init=RUN`` (or ``=RUN/encoder.safetensors``) starts a classifier from the 
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import os
 import time
@@ -24,8 +23,7 @@ import numpy as np
 import torch
 
 from semifer.config import load_config
-from semifer.data.base import DataError, Split, open_split, read_image
-from semifer.data.cache import decode_split
+from semifer.data.pool import gather, open_pool, report_lines
 from semifer.data.sampler import BatchStream
 from semifer.data.transforms import normalize, weak_view
 from semifer.engine import checkpoint as ckpt
@@ -33,19 +31,18 @@ from semifer.engine.distributed import cleanup, init_distributed
 from semifer.engine.evaluate import autocast, resolve_amp
 from semifer.engine.model_io import _model_kwargs
 from semifer.engine.optim import backward_step
-from semifer.engine.schedule import warmup_cosine
+from semifer.engine.schedule import apply_epochs, warmup_cosine
 from semifer.engine.train import _StopFlag
 from semifer.io import atomic_path
 from semifer.models import create_model
 from semifer.ssl.mae import MaskedAutoencoder
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
 
 @dataclass
 class PretrainDataConfig:
-    sources: str = "synthetic:"        # comma-separated: dataset specs (their `split`) or images:/folder
-    split: str = "train"               # split read from dataset specs (labels are ignored)
+    sources: list[str] | str = "synthetic:"  # one pool from a YAML list or a comma-separated string of
+                                       # dataset specs (labels ignored) and images:/folder (data/pool.py)
+    split: str = "train"               # split read from dataset specs without their own ?split=
     size: int = 48                     # decoded and trained at size x size (= the classifier's data.size)
     channels: int = 0                  # 0 = the first source's (1 for gray data), or 1 / 3
     crop_scale: float = 0.2            # random-resized-crop area range [crop_scale, 1] (MAE: 0.2)
@@ -72,6 +69,8 @@ class MAEConfig:
 @dataclass
 class PretrainTrainConfig:
     iterations: int = 10000            # optimiser steps
+    epochs: float = 0.0                # > 0: iterations = ceil(epochs * pool images / global batch) instead
+    warmup_epochs: float = 0.0         # > 0 (with epochs): warmup = these epochs likewise (SSFER: 50 of 600)
     batch_size: int = 256              # images per step and per process
     lr: float = 3.4e-4                 # AdamW (SSFER paper)
     weight_decay: float = 0.05
@@ -107,50 +106,11 @@ def load_pretrain_config(path: str | None = None, overrides: list[str] = ()) -> 
 # ---------------------------------------------------------------------------- data
 
 
-def image_folder_split(path: str) -> Split:
-    """Every image file under ``path`` (recursively), unlabelled, as a one-class Split."""
-    if not os.path.isdir(path):
-        raise DataError(f"images:{path}: not a folder")
-    files = sorted(f for f in glob.glob(os.path.join(path, "**", "*"), recursive=True)
-                   if f.lower().endswith(IMAGE_EXTENSIONS))
-    if not files:
-        raise DataError(f"images:{path}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
-    ids = [os.path.relpath(f, path) for f in files]
-    return Split(f"images:{os.path.abspath(path)}", ("unlabelled",), ids, np.zeros(len(files), np.int64),
-                 lambda i: read_image(files[i]))
-
-
-def open_sources(dc: PretrainDataConfig) -> tuple[list[np.ndarray], list[dict], int]:
-    """Decode every source once (shared cache) -> (uint8 arrays [N_s, H, W, C], per-source
-    report, channels). A source is ``images:/folder`` or a dataset spec whose ``split`` is read."""
-    specs = [s.strip() for s in dc.sources.split(",") if s.strip()]
-    if not specs:
-        raise ValueError("pretrain data.sources is empty; give dataset specs or images:/folder")
-    splits = [image_folder_split(s[len("images:"):]) if s.startswith("images:") else open_split(s, split=dc.split)
-              for s in specs]
-    channels = dc.channels or (1 if splits[0].grayscale else 3)
-    arrays, report = [], []
-    for spec, split in zip(specs, splits):
-        dec = decode_split(split, dc.size, channels, dc.cache_dir)
-        keep = np.flatnonzero(dec.ok)
-        arrays.append((dec.images, keep))
-        report.append({"source": spec, "images": int(len(keep)), "unreadable": len(dec.errors)})
-    return arrays, report, channels
-
-
-def gather(arrays, flat: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Global indices over all sources -> uint8 [B, H, W, C] (in the order given)."""
-    src = np.searchsorted(offsets, flat, side="right") - 1
-    out = [None] * len(flat)
-    for s in np.unique(src):
-        sel = np.flatnonzero(src == s)
-        images, keep = arrays[s]
-        rows = keep[flat[sel] - offsets[s]]
-        order = np.argsort(rows)  # memmap reads in increasing order
-        got = images[rows[order]]
-        for j, k in enumerate(sel[order]):
-            out[k] = got[j]
-    return np.stack(out)
+def open_sources(dc: PretrainDataConfig) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[dict], int]:
+    """Decode every source once (shared cache) -> ((images, kept rows) per source, per-source
+    report, channels); see ``semifer.data.pool``."""
+    pool = open_pool(dc.sources, dc.split, dc.size, dc.channels, dc.cache_dir)
+    return pool.arrays, pool.report(), pool.channels
 
 
 # ---------------------------------------------------------------------------- model
@@ -224,6 +184,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         save_config(cfg, os.path.join(run, "config.yaml"))
         with open(os.path.join(run, "sources.json"), "w") as f:
             json.dump(report, f, indent=2)
+    epochs_line = apply_epochs(tc, tc.epochs, total, tc.batch_size * d.world, "pretrain epochs over the pool")
 
     mae = build_mae(cfg, channels).to(d.device)
     net = torch.nn.parallel.DistributedDataParallel(mae) if d.enabled else mae
@@ -288,6 +249,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         print(f"pretrain {run}: MAE on {total} images from {len(arrays)} source(s), encoder {cfg.model.name} "
               f"({sum(p.numel() for p in mae.encoder.parameters()) / 1e6:.2f} M), {dc.size} px, "
               f"{tc.iterations} iterations x batch {tc.batch_size * d.world}, device {d.device}, amp {amp}")
+        print("\n".join(report_lines(report) + ([epochs_line] if epochs_line else [])))
     t_start = t_log = time.time()
     loss_sum, n_logged, n_images, last_loss = 0.0, 0, 0, float("nan")
     bar = None
@@ -341,7 +303,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if d.is_main:
         encoder = {f"encoder.{k}": v for k, v in mae.encoder.state_dict().items()}
         ckpt.save_weights(os.path.join(run, "encoder.safetensors"), encoder, {**meta, "step": tc.iterations})
-        summary = {"run": run, "kind": "mae_pretrain", "model": cfg.model.name, "images": total,
+        summary = {"run": run, "kind": "mae_pretrain", "model": cfg.model.name, "images": total, "sources": report,
                    "iterations": tc.iterations, "final_loss": last_loss, "resumed_at": start if cfg.resume else None,
                    "wall_s": round(time.time() - t_start, 1), "encoder": os.path.join(run, "encoder.safetensors"),
                    "config": dataclasses.asdict(cfg)}
