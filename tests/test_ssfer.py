@@ -1,6 +1,7 @@
 """SSFER: MAE (stage I), FaceMix / Mixup (stage II), and the three-stage pipeline."""
 import json
 import math
+import types
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from semifer.engine import checkpoint as ckpt
 from semifer.engine.model_io import init_from
 from semifer.models import create_model
 from semifer.ssl import pretrain as pre
-from semifer.ssl.mae import MaskedAutoencoder, patchify, random_masking, unpatchify
+from semifer.ssl.mae import MaskedAutoencoder, decoder_shape, patchify, random_masking, unpatchify
 
 TINY_VIT = dict(depth=2, embed_dim=32, num_heads=2)
 
@@ -287,6 +288,7 @@ def test_sources_mix_specs_and_image_folders(tmp_path):
 
 @pytest.mark.parametrize("recipe", ["rafdb", "ferplus", "affectnet7", "affectnet8"])
 def test_ssfer_recipes_resolve_to_the_papers_settings(tmp_path, recipe):
+    from semifer.ssl import pretrain as pre_module
     from semifer.ssl.pipeline import load_recipe, stage_configs
 
     pre, finetune, semi = stage_configs(load_recipe(f"recipes/ssfer_{recipe}.yaml", None, []), str(tmp_path))
@@ -297,6 +299,35 @@ def test_ssfer_recipes_resolve_to_the_papers_settings(tmp_path, recipe):
         assert cfg.data.mean == face_mean and cfg.data.std == face_std
     assert finetune.train.warmup_lr == 5e-5 and finetune.train.lr == 1e-4  # warm-up from 5e-5
     assert semi.data.strong == "timm_m9_mstd05"                         # rand-m9-mstd0.5(-inc1)
+    with torch.device("meta"):                                          # ViT-B/16 shapes, no memory
+        mae = pre_module.build_mae(pre, channels=3)
+    assert mae.encoder.embed_dim == 768 and len(mae.encoder.blocks) == 12
+    assert _decoder_of(mae) == (512, 8, 16)                             # the paper's, not the auto 512 x 6
+
+
+def _decoder_of(mae) -> tuple[int, int, int]:
+    return mae.decoder_embed.out_features, len(mae.decoder_blocks), mae.decoder_blocks[0].attn.num_heads
+
+
+def test_mae_decoder_scales_to_the_encoder_by_default():
+    """MAE's 512 x 8 decoder behind the 2.7 M ViT-Tiny held 25.4 M weights (a 332 MB checkpoint)."""
+    cfg = pre.load_pretrain_config(None, ["model.name=vit_tiny_p8", "data.size=48"])  # 192 wide, 6 blocks, 3 heads
+    mae = pre.build_mae(cfg, channels=1)
+    assert _decoder_of(mae) == (192, 3, 3)            # its width and heads, ceil(6 / 2) blocks
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    encoder, decoder = count(mae.encoder), count(mae) - count(mae.encoder)
+    assert encoder == pytest.approx(2.69e6, rel=0.01) and 0.4 < decoder / encoder < 0.6
+
+    def fake(width, blocks, heads):  # what decoder_shape reads of a timm ViT
+        block = types.SimpleNamespace(attn=types.SimpleNamespace(num_heads=heads))
+        return types.SimpleNamespace(embed_dim=width, blocks=[block] * blocks)
+
+    assert decoder_shape(fake(1024, 24, 16)) == (512, 8, 16)  # ViT-L: MAE's own decoder
+    assert decoder_shape(fake(768, 12, 12)) == (512, 6, 16)   # ViT-B: capped width, MAE's 32 per head
+    assert decoder_shape(fake(384, 5, 6)) == (384, 3, 6)
+    assert decoder_shape(fake(192, 6, 3), 128, 2, 4) == (128, 2, 4)  # explicit values win
+    with pytest.raises(ValueError, match="width 100 is not divisible by its 16 heads"):
+        decoder_shape(fake(768, 12, 12), dim=100)
 
 
 def test_pipeline_keeps_an_explicit_pretrain_drop_path(tmp_path):

@@ -61,9 +61,9 @@ class EncoderConfig:
 class MAEConfig:
     mask_ratio: float = 0.75           # share of patches removed
     norm_pix_loss: bool = True         # per-patch normalised pixel target (paper); false = raw (SSFER code)
-    decoder_dim: int = 512             # MAE / SSFER: 512 wide, 8 blocks, 16 heads
-    decoder_depth: int = 8
-    decoder_heads: int = 16
+    decoder_dim: int = 0               # 0 = min(encoder width, 512); MAE / SSFER recipes: 512
+    decoder_depth: int = 0             # 0 = min(8, ceil(encoder blocks / 2)); recipes: 8 (ssl/mae.py:decoder_shape)
+    decoder_heads: int = 0             # 0 = the encoder's heads at its width, else 16; recipes: 16
 
 
 @dataclass
