@@ -92,6 +92,16 @@ def _apply_cli(cfg, recipe: dict, stage: str, skip: tuple[str, ...] = ()) -> Non
     _merge(cfg, copy.deepcopy(cli.get(stage, {})))
 
 
+def _start_from(encoder: str) -> dict:
+    """Stage II's model keys for an encoder: a semifer one (run folder, .safetensors) through
+    ``model.init``; a published torch file (MAE / SSFER ``{"model": ...}``, e.g. the authors'
+    ``125w_base_warmup50_batch256_600.pth``, or a plain state dict) through
+    ``model.checkpoint_path``, whose loader adapts those formats (``models/pretrained.py``)."""
+    if encoder.endswith(".safetensors") or os.path.isdir(encoder):
+        return {"init": encoder}
+    return {"checkpoint_path": encoder, "init": ""}
+
+
 def stage_configs(recipe: dict[str, dict], run: str, encoder: str | None = None):
     """Resolved configs of the three stages (PretrainConfig, Config, Config), each validated."""
     from semifer.ssl.pretrain import PretrainConfig
@@ -123,7 +133,7 @@ def stage_configs(recipe: dict[str, dict], run: str, encoder: str | None = None)
     _merge(finetune, {"algorithm": {"name": "facemix"}})
     _merge(finetune, recipe["finetune"])
     _apply_cli(finetune, recipe, "finetune")
-    _merge(finetune, {"out": os.path.join(run, FOLDERS["finetune"]), "model": {"init": encoder}})
+    _merge(finetune, {"out": os.path.join(run, FOLDERS["finetune"]), "model": _start_from(encoder)})
 
     semi = Config()
     _merge(semi, copy.deepcopy(recipe["shared"]))
