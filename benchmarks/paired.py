@@ -26,14 +26,26 @@ def split_key(row: dict) -> tuple:
     return row["dataset"], row["labels_per_class"], row["seed"], row["iterations"], row["model"]
 
 
-def paired_rows(rows: list[dict], reference: str = "supervised") -> list[dict]:
+def reference_for(row: dict, rows: list[dict], reference: str, reference_run: str = "") -> dict | None:
+    """The reference row on ``row``'s split: the run whose folder contains ``reference_run`` if
+    given, else the ``reference`` algorithm trained with a subset of ``row``'s overrides (the most
+    specific such subset: a shortened recipe's supervised row for the shortened recipe's runs)."""
+    same = [r for r in rows if r is not row and split_key(r) == split_key(row)
+            and r["val_fingerprint"] == row["val_fingerprint"]]
+    if reference_run:
+        same = [r for r in same if reference_run in os.path.basename(r["run"])]
+    else:
+        same = [r for r in same if r["algorithm"] == reference and set(r["overrides"]) <= set(row["overrides"])]
+    return max(same, key=lambda r: len(r["overrides"]), default=None)
+
+
+def paired_rows(rows: list[dict], reference: str = "supervised", reference_run: str = "") -> list[dict]:
     """One dict per non-reference row that has a reference on its split: accuracy gain and test."""
     rows = [r for r in rows if "val_correct" in r]
-    refs = {split_key(r): r for r in rows if r["algorithm"] == reference and not r["overrides"]}
     out = []
     for r in rows:
-        ref = refs.get(split_key(r))
-        if ref is None or r is ref or ref["val_fingerprint"] != r["val_fingerprint"]:
+        ref = reference_for(r, rows, reference, reference_run)
+        if ref is None:
             continue
         right, right_ref = (np.frombuffer(x.encode(), np.uint8) == ord("1") for x in (r["val_correct"], ref["val_correct"]))
         t = mcnemar(right, right_ref)
@@ -49,11 +61,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results", nargs="?", default=os.path.join(HERE, "results", "fer2013.jsonl"))
     p.add_argument("--reference", default="supervised")
+    p.add_argument("--reference-run", default="",
+                   help="pair against the run whose folder name contains this (e.g. an ablation's full variant)")
     p.add_argument("--markdown", action="store_true")
     args = p.parse_args()
     with open(args.results) as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    out = paired_rows(rows, args.reference)
+    out = paired_rows(rows, args.reference, args.reference_run)
     if not args.markdown:
         for r in out:
             print(json.dumps(r))

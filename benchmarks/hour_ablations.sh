@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Issue 16 step 4: the seed methods' ablations on a short version of the CPU-hour SSL recipe
+# (recipes/fer2013_cpu_hour_ssl.yaml at 2,000 steps, bf16 + channels_last where the CPU has
+# native bf16), 100 labels per class, split SEED. Rows go to benchmarks/results/fer2013_ablations.jsonl;
+# `python benchmarks/paired.py benchmarks/results/fer2013_ablations.jsonl --markdown` makes the table.
+#   bash benchmarks/hour_ablations.sh DATA_DIR SEED [group ...]   groups: baselines sitfer dta ssfer
+set -euo pipefail
+DATA=${1:?FER2013 folder (train/, val/)}; SEED=${2:-0}; shift 2 || true
+GROUPS_=${*:-baselines sitfer dta ssfer}
+HERE=$(cd "$(dirname "$0")" && pwd); ROOT=$(dirname "$HERE")
+PY=${PY:-$ROOT/.venv/bin/python}
+RESULTS=${RESULTS:-$ROOT/benchmarks/results/fer2013_ablations.jsonl}
+SHORT=(train.iterations=2000 train.eval_every=500 train.amp=fast train.channels_last=true)
+bench() {  # bench TAG ALGORITHM [k=v ...]
+  local tag=$1 algo=$2; shift 2
+  "$PY" "$HERE/fer2013.py" --data "fer2013:$DATA" --config "$ROOT/recipes/fer2013_cpu_hour_ssl.yaml" \
+    --algorithms "$algo" --seeds "$SEED" --tag "$tag" --results "$RESULTS" "${SHORT[@]}" "$@"
+}
+for group in $GROUPS_; do
+  case $group in
+    baselines)
+      bench abl supervised
+      bench abl ema_teacher
+      bench abl fixmatch algorithm.tau=0.95
+      bench abl freematch ;;
+    sitfer)
+      bench abl_sem sitfer algorithm.levels=sem
+      bench abl_full sitfer ;;
+    dta)
+      bench abl_snl dta_snl
+      bench abl_nosnl dta_snl algorithm.snl=false ;;
+    ssfer)  # stage II (FaceMix on the labels) -> stage III (EMA teacher from II's weights)
+      bench abl_ii facemix
+      bench abl_ii_iii ema_teacher "model.init=$ROOT/runs/bench/fer2013/facemix_lpc100_s${SEED}abl_ii/ckpt/last.safetensors" ;;
+    *) echo "unknown group $group (baselines sitfer dta ssfer)" >&2; exit 2 ;;
+  esac
+done
