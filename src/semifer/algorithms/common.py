@@ -26,18 +26,22 @@ def forward_views(model: nn.Module, *xs: torch.Tensor) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def teacher_probs(teacher: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+def teacher_probs(teacher: nn.Module | None, x: torch.Tensor, flip: bool = False) -> torch.Tensor:
     """q = softmax(T(x)) [B, K], teacher in eval mode (its mode is restored afterwards).
 
     Eval mode: a deterministic target (no dropout / drop-path) and no BatchNorm running-stat
-    update on the EMA copy, whose buffers the engine's EMA owns."""
+    update on the EMA copy, whose buffers the engine's EMA owns. ``flip``: q is the mean of the
+    probabilities of x and of its mirror image, the test-time flip applied to pseudo-labels."""
     if teacher is None:
         raise ValueError("this algorithm needs the engine's EMA teacher (uses_teacher=True), got teacher=None")
     was_training = teacher.training
     teacher.eval()
     _, logits = teacher(x)
+    q = logits.float().softmax(-1)
+    if flip:
+        q = (q + teacher(x.flip(-1))[1].float().softmax(-1)) / 2
     teacher.train(was_training)
-    return logits.float().softmax(-1)
+    return q
 
 
 def probs_of(logits: torch.Tensor) -> torch.Tensor:

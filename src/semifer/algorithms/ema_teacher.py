@@ -8,7 +8,7 @@ y^ = argmax q (eq. 3), L_u = (1/muB) sum 1[max q > tau] CE(S(u_s), y^) (eq. 4),
 L = L_l + mu L_u (eq. 5).
 
 Defaults are the authors' released code (tau 0.7, mu 5, momentum 0.999); the paper gives no
-other values. With ``teacher_momentum`` 0 the teacher is the student: the FixMatch ablation of
+other values. ``teacher_flip`` (not in the paper) makes q the mean over u_w and its mirror image. With ``teacher_momentum`` 0 the teacher is the student: the FixMatch ablation of
 the paper's Table 12.
 
 Forward: x and u_s share the student's one gradient forward; u_w goes only through the teacher.
@@ -29,13 +29,14 @@ class EMATeacher(Algorithm):
     views = {"u_w": "weak", "u_s": "strong"}
     uses_teacher = True
 
-    def __init__(self, tau: float = 0.7, mu: float = 5.0, teacher_momentum: float = 0.999, **kw):
+    def __init__(self, tau: float = 0.7, mu: float = 5.0, teacher_momentum: float = 0.999,
+                 teacher_flip: bool = False, **kw):
         super().__init__(**kw)
-        self.tau, self.mu = tau, mu
+        self.tau, self.mu, self.teacher_flip = tau, mu, teacher_flip
         self.teacher_momentum = teacher_momentum
 
     def step(self, model, batch, step, teacher=None):
-        probs = teacher_probs(teacher, batch["u_w"])               # [uB, K]
+        probs = teacher_probs(teacher, batch["u_w"], self.teacher_flip)  # [uB, K]
         conf, pseudo = probs.max(-1)
         mask = teacher_mask(conf, self.tau)
         logits_x, logits_s = forward_views(model, batch["x"], batch["u_s"])
