@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from semifer.engine import checkpoint as ckpt
+from semifer import checkpoint as ckpt
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -304,7 +304,7 @@ def test_age_groups_train_and_evaluate_end_to_end(age_run):
 
 def test_calibrate_stores_a_temperature_that_load_model_applies(age_run):
     from semifer.engine.evaluate import predict_probs
-    from semifer.engine.model_io import load_model
+    from semifer.models.io import load_model
 
     root, spec = age_run
     run = str(root / "run")

@@ -270,7 +270,7 @@ def test_negative_term_alone_has_gradient():
 
 def test_engine_trains_and_reloads(tiny, tmp_path):
     from semifer.config import load_config
-    from semifer.engine.model_io import load_model
+    from semifer.models.io import load_model
     from semifer.engine.train import train
 
     summary = train(load_config(None, tiny + [

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from semifer.config import load_config
 from semifer.engine import train as train_mod
-from semifer.engine.checkpoint import CheckpointError
+from semifer.checkpoint import CheckpointError
 from semifer.engine.train import train
 
 

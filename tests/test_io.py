@@ -75,7 +75,7 @@ def _faces(root, n: int = 3) -> None:
 def _served_as_decoded(split, decoded) -> None:
     """Every cached item holds the pixels its file decodes to now."""
     for i in range(len(split)):
-        np.testing.assert_array_equal(decoded.images[i], cache_mod._fit(split.load(i), 10, 1), err_msg=split.ids[i])
+        np.testing.assert_array_equal(decoded.images[i], cache_mod.fit_image(split.load(i), 10, 1), err_msg=split.ids[i])
 
 
 def test_cache_rebuilds_when_a_file_moves_between_classes(tmp_path, capsys):

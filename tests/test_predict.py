@@ -339,7 +339,7 @@ def shipped_model(tmp_path, monkeypatch):
     """A tiny randomly initialised checkpoint, in the format of a run's weights, standing in for
     the model shipped in the package (the real file is not needed by the tests)."""
     import semifer.weights
-    from semifer.engine.checkpoint import save_weights
+    from semifer.checkpoint import save_weights
     from semifer.models import create_model
 
     path = tmp_path / "fer2013_cnn_fer.safetensors"

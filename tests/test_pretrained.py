@@ -154,7 +154,7 @@ def test_sitfer_trains_on_a_loaded_openclip_tower(tiny, tmp_path):
     """A tiny synthetic run end to end: the tower from an open_clip file, per-channel
     normalisation, the FixMatch strong preset; the saved run reloads for prediction."""
     from semifer.config import load_config
-    from semifer.engine.model_io import load_model
+    from semifer.models.io import load_model
     from semifer.engine.train import train
 
     path = tmp_path / "open_clip_pytorch_model.bin"

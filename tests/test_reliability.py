@@ -12,7 +12,7 @@ import torch
 
 from semifer.algorithms import ALGORITHMS
 from semifer.config import load_config
-from semifer.engine import checkpoint as ckpt
+from semifer import checkpoint as ckpt
 from semifer.engine import run_dir
 from semifer.engine import train as train_mod
 from semifer.engine.train import Diverged, train
@@ -201,7 +201,7 @@ def _checkpoint(tmp_path, name: str, options: dict, **meta) -> str:
 def test_hostile_model_names_are_refused(tmp_path, monkeypatch, name):
     import timm
 
-    from semifer.engine.model_io import load_model
+    from semifer.models.io import load_model
 
     path = _checkpoint(tmp_path, "cnn_small", {})
     tensors, meta = ckpt.load_weights(path)
@@ -212,7 +212,7 @@ def test_hostile_model_names_are_refused(tmp_path, monkeypatch, name):
 
 
 def test_hostile_model_options_never_read_another_file(tmp_path, capsys):
-    from semifer.engine.model_io import load_model
+    from semifer.models.io import load_model
 
     secret = tmp_path / "secret.bin"
     secret.write_bytes(b"not for you")
@@ -236,7 +236,7 @@ def test_model_init_with_a_pickle_payload_is_a_clear_error(tmp_path):
     """``model.init=evil.pt`` gave a raw UnpicklingError traceback."""
     import pickle
 
-    from semifer.engine.model_io import init_from
+    from semifer.models.io import init_from
     from semifer.models import create_model
 
     class Payload:

@@ -18,16 +18,8 @@ import sys
 COMMAND_MODULES: list[str] = ["semifer.predict.cli", "semifer.analysis.cli", "semifer.ssl.cli"]
 
 
-def command_overrides(args, data_key: str) -> list[str]:
-    """``--out`` and ``--data`` as the ``out=`` / ``<data_key>=`` overrides they stand for, placed
-    before the user's ``key=value`` arguments (which therefore win)."""
-    head = [f"out={args.out}"] if args.out else []
-    head += [f"{data_key}={args.data}"] if args.data else []
-    return head + list(args.overrides)
-
-
 def _train(args) -> int:
-    from semifer.config import load_config
+    from semifer.config import command_overrides, load_config
     from semifer.engine.train import train
 
     cfg = load_config(args.config, command_overrides(args, "data.train"))
@@ -37,15 +29,15 @@ def _train(args) -> int:
 
 def _eval(args) -> int:
     import numpy as np
-    import torch
 
     from semifer.data.base import open_split
     from semifer.data.cache import decode_split
     from semifer.engine.evaluate import predict_probs, write_eval
-    from semifer.engine.model_io import load_fused_model, load_model
+    from semifer.engine.model_io import load_fused_model
     from semifer.evaluation.metrics import metrics_table
+    from semifer.models.io import load_model, resolve_device
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device("auto")
     model, meta = load_model(args.checkpoint, weights=args.weights, device=device)
     split = open_split(args.data, split=args.split)
     dec = decode_split(split, meta["size"], meta["in_chans"], args.cache_dir)

@@ -182,6 +182,14 @@ def parse_override(text: str) -> dict:
     return value
 
 
+def command_overrides(args, data_key: str) -> list[str]:
+    """A command's ``--out`` and ``--data`` as the ``out=`` / ``<data_key>=`` overrides they stand
+    for, placed before the user's ``key=value`` arguments (which therefore win)."""
+    head = [f"out={args.out}"] if args.out else []
+    head += [f"{data_key}={args.data}"] if args.data else []
+    return head + list(args.overrides)
+
+
 def load_config(path: str | None = None, overrides: list[str] = (), root: type = Config):
     """Defaults <- YAML recipe <- overrides, in that order. ``root``: the top-level dataclass
     (``Config`` for training; other commands pass their own, e.g. pre-training's)."""

@@ -10,6 +10,9 @@ eps = 0.03 moves a pixel by at most 0.03 * 255 ≈ 7.65 grey levels, whatever th
 """
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -100,3 +103,25 @@ def parse_eps(text: str) -> list[float]:
         return [float(p) for p in parts]
     except (ValueError, ZeroDivisionError):
         raise ValueError(f"--eps {text!r}: expected numbers separated by commas, e.g. 0,0.02,...,0.1") from None
+
+
+def fgsm_table(results: list[dict]) -> list[str]:
+    """Markdown rows of accuracy % per region (with its share of pixels) and eps."""
+    eps = results[0]["eps"]
+    lines = ["| region (share of pixels) | " + " | ".join(f"eps {e:g}" for e in eps) + " |",
+             "|---|" + "---|" * len(eps)]
+    lines += [f"| {r['region']} ({100 * r['region_share']:.0f}%) | " +
+              " | ".join(f"{100 * a:.2f}" for a in r["accuracy"]) + " |" for r in results]
+    return lines
+
+
+def write_fgsm(out: str, record: dict) -> list[str]:
+    """``fgsm.json`` (``record``, whose ``results`` are ``fgsm_accuracy``'s) and ``fgsm.md`` (its
+    table) in ``out``; returns the table's lines."""
+    lines = fgsm_table(record["results"])
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "fgsm.json"), "w") as f:
+        json.dump(record, f, indent=2)
+    with open(os.path.join(out, "fgsm.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return lines

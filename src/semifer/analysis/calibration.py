@@ -2,7 +2,7 @@
 minimising the NLL of a held-out labelled split. T leaves every argmax, hence accuracy, unchanged.
 
 ``calibrate`` stores T in ``<weights>.temperature.json`` beside the checkpoint;
-``engine.model_io.load_model`` folds it into the head, so ``semifer eval``, ``Predictor`` and
+``models.io.load_model`` folds it into the head, so ``semifer eval``, ``Predictor`` and
 ONNX export all give calibrated probabilities.
 """
 from __future__ import annotations
@@ -74,8 +74,8 @@ def calibrate(checkpoint: str, images: np.ndarray, labels: np.ndarray, weights: 
     """Fit T on ``images``/``labels`` (a validation split, not the test set) and store it beside
     the checkpoint's weights. A seeded ``holdout`` share is kept out of the fit and reported on,
     so the ECE after scaling is measured on images T was not fitted to (0 = fit on all)."""
-    from semifer.engine import checkpoint as ckpt
-    from semifer.engine.model_io import load_model, temperature_path, weights_fingerprint
+    from semifer import checkpoint as ckpt
+    from semifer.models.io import load_model, temperature_path, weights_fingerprint
 
     model, meta = load_model(checkpoint, weights=weights, device=device, calibrated=False)
     logits = collect_logits(model, images, meta["mean"], meta["std"], device=device)

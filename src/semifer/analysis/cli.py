@@ -8,8 +8,6 @@
 """
 from __future__ import annotations
 
-import csv
-import glob
 import json
 import os
 import sys
@@ -77,12 +75,6 @@ def _model_args(p) -> None:
     p.add_argument("--cache-dir", default=".cache/semifer")
 
 
-def _device(name: str):
-    import torch
-
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
-
-
 def _default_out(checkpoint: str, name: str) -> str:
     return os.path.join(checkpoint if os.path.isdir(checkpoint) else os.path.dirname(checkpoint) or ".", name)
 
@@ -102,156 +94,44 @@ def _kfold(args) -> int:
     return 0
 
 
-def _image_inputs(spec: str, meta: dict, args):
-    """(uint8 images [N, S, S, C], labels or None, names) from an image, a folder or a dataset spec."""
-    import numpy as np
-
-    from semifer.analysis.data import model_arrays
-    from semifer.data.cache import _fit as fit_to_model
-    from semifer.predict.inputs import to_rgb
-    from semifer.predict.run import expand_input
-
-    if os.path.exists(spec):
-        files, root = expand_input(spec)
-        files = files[:args.limit] if args.limit > 0 else files
-        names = [os.path.relpath(f, root) if root else os.path.basename(f) for f in files]
-        crops, crop_names = [to_rgb(f) for f in files], names
-        if getattr(args, "detector", "none") != "none":          # photos: one crop per detected face
-            crops, crop_names = _face_crops(crops, names, args)
-        else:
-            _warn_large_crops(crops, names, meta["size"])
-        images = np.stack([fit_to_model(c, meta["size"], meta["in_chans"]) for c in crops])
-        return images, None, crop_names
-    if ":" not in spec:
-        raise FileNotFoundError(f"--input {spec!r} is neither an existing image/folder nor a dataset spec (name:path)")
-    images, labels, ids = model_arrays(spec, meta, args.split, args.cache_dir, args.limit)
-    return images, labels, ids
-
-
-def _warn_large_crops(crops: list, names: list[str], size: int) -> None:
-    """Without --detector a whole photo is squeezed to one model input; say so when an image is
-    much larger than a face crop (a heuristic: > 3x the model's input and > 400 px)."""
-    limit = max(3 * size, 400)
-    large = [(n, c.shape) for c, n in zip(crops, names) if max(c.shape[:2]) > limit]
-    for name, (h, w) in [(n, sh[:2]) for n, sh in large[:3]]:
-        print(f"warning: {name} is {w}x{h} px and is explained as one face crop; pass --detector auto "
-              f"to explain each face of a photo", file=sys.stderr)
-    if len(large) > 3:
-        print(f"warning: {len(large) - 3} more image(s) larger than {limit} px", file=sys.stderr)
-
-
-def _clear_overlays(out: str) -> None:
-    """Remove an earlier run's ``cam_*.png``, so the folder holds only this run's overlays."""
-    old = glob.glob(os.path.join(out, "cam_*.png"))
-    for path in old:
-        os.remove(path)
-    if old:
-        print(f"note: removed {len(old)} overlay(s) of an earlier explain in {out}", file=sys.stderr)
-
-
-def _face_crops(photos: list, names: list[str], args) -> tuple[list, list[str]]:
-    """Every detected face of every photo, cropped as ``semifer predict`` crops it; names get
-    ``#face<j>`` (most confident first). A photo without a face is reported and skipped."""
-    from semifer.data.faces import create_detector, face_crops
-
-    detector = create_detector(args.detector)
-    crops, crop_names = [], []
-    for rgb, name in zip(photos, names):
-        found = face_crops(detector, rgb, args.margin, args.max_side)
-        if not found:
-            print(f"note: no face found in {name}; skipped", file=sys.stderr)
-        crops += [crop for _, crop in found]
-        crop_names += [f"{name}#face{j}" for j in range(len(found))]
-    if not crops:
-        raise ValueError(f"--detector {args.detector}: no face found in any of {len(photos)} input image(s)")
-    return crops, crop_names
-
-
 def _explain(args) -> int:
-    import numpy as np
-    from PIL import Image
+    from semifer.analysis.cam import grad_cam
+    from semifer.analysis.data import image_inputs
+    from semifer.analysis.explain import explain_targets, write_explanations
+    from semifer.models.io import load_model, resolve_device
 
-    from semifer.analysis.cam import grad_cam, overlay
-    from semifer.engine.model_io import load_model
-
-    device = _device(args.device)
+    device = resolve_device(args.device)
     model, meta = load_model(args.checkpoint, weights=args.weights, device=device)
-    images, labels, names = _image_inputs(args.input, meta, args)
+    images, labels, names = image_inputs(args.input, meta, args.split, args.cache_dir, args.limit, args.detector,
+                                         args.margin, args.max_side)
     classes = list(meta["classes"])
-    if args.target == "pred":
-        targets = None
-    elif args.target == "true":
-        if labels is None:
-            raise ValueError("--target true needs a dataset spec --input (files carry no label)")
-        targets = labels
-    elif args.target in classes:
-        targets = np.full(len(images), classes.index(args.target))
-    else:
-        raise ValueError(f"--target {args.target!r}: expected pred, true or one of {classes}")
+    targets = explain_targets(args.target, classes, labels, len(images))
     cams, logits = grad_cam(model, images, meta["mean"], meta["std"], targets, args.layer, device=device)
-    probs = np.exp(logits - logits.max(1, keepdims=True))
-    probs /= probs.sum(1, keepdims=True)
     out = args.out or _default_out(args.checkpoint, "explain")
-    os.makedirs(out, exist_ok=True)
-    _clear_overlays(out)
-    panels = []
-    with open(os.path.join(out, "explain.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["file", "input", "true", "predicted", "probability", "explained", "focused_share"])
-        for i, (img, cam) in enumerate(zip(images, cams)):
-            pred = int(probs[i].argmax())
-            explained = pred if targets is None else int(targets[i])
-            panel = overlay(img, cam, args.size)
-            fname = f"cam_{i:04d}_{classes[explained]}.png"
-            Image.fromarray(panel).save(os.path.join(out, fname))
-            panels.append(panel)
-            w.writerow([fname, names[i], classes[labels[i]] if labels is not None else "", classes[pred],
-                        f"{probs[i, pred]:.4f}", classes[explained], f"{(cam > 0.3).mean():.3f}"])
-    grid = _grid(panels[:16])
-    Image.fromarray(grid).save(os.path.join(out, "examples.png"))
-    print(f"{len(images)} Grad-CAM overlays (image | map of the explained class) written to {out}; "
-          f"examples.png holds the first {min(16, len(panels))}")
+    n = write_explanations(out, images, cams, logits, targets, labels, classes, names, args.size)
+    print(f"{n} Grad-CAM overlays (image | map of the explained class) written to {out}; "
+          f"examples.png holds the first {min(16, n)}")
     return 0
 
 
-def _grid(panels: list, cols: int = 4):
-    import numpy as np
-
-    h, w, _ = panels[0].shape
-    rows = (len(panels) + cols - 1) // cols
-    grid = np.full((rows * h, min(cols, len(panels)) * w, 3), 255, dtype=np.uint8)
-    for i, p in enumerate(panels):
-        grid[(i // cols) * h:(i // cols + 1) * h, (i % cols) * w:(i % cols + 1) * w] = p
-    return grid
-
-
 def _attack(args) -> int:
-    from semifer.analysis.attack import REGIONS, fgsm_accuracy, parse_eps
+    from semifer.analysis.attack import REGIONS, fgsm_accuracy, parse_eps, write_fgsm
     from semifer.analysis.data import model_arrays
-    from semifer.engine.model_io import load_model
+    from semifer.models.io import load_model, resolve_device
 
     eps = parse_eps(args.eps)
     regions = [r.strip() for r in args.region.split(",") if r.strip()]
     bad = [r for r in regions if r not in REGIONS]
     if bad or not regions:
         raise ValueError(f"--region {args.region!r}: expected one or more of {', '.join(REGIONS)}")
-    device = _device(args.device)
+    device = resolve_device(args.device)
     model, meta = load_model(args.checkpoint, weights=args.weights, device=device)
     images, labels, _ = model_arrays(args.data, meta, args.split, args.cache_dir, args.limit)
     results = [fgsm_accuracy(model, images, labels, eps, r, meta["mean"], meta["std"], args.threshold,
                              args.layer, device=device, progress=True) for r in regions]
     out = args.out or _default_out(args.checkpoint, "attack")
-    os.makedirs(out, exist_ok=True)
-    record = {"checkpoint": args.checkpoint, "data": args.data, "split": args.split, "eps_units": "[0, 1] pixels",
-              "results": results}
-    lines = ["| region (share of pixels) | " + " | ".join(f"eps {e:g}" for e in eps) + " |",
-             "|---|" + "---|" * len(eps)]
-    lines += [f"| {r['region']} ({100 * r['region_share']:.0f}%) | " +
-              " | ".join(f"{100 * a:.2f}" for a in r["accuracy"]) + " |" for r in results]
-    with open(os.path.join(out, "fgsm.json"), "w") as f:
-        json.dump(record, f, indent=2)
-    with open(os.path.join(out, "fgsm.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    lines = write_fgsm(out, {"checkpoint": args.checkpoint, "data": args.data, "split": args.split,
+                             "eps_units": "[0, 1] pixels", "results": results})
     print(f"FGSM accuracy % on {len(labels)} images of {args.data} ({args.split}); eps in [0, 1] pixel units")
     print("\n".join(lines))
     print(f"written to {out}/fgsm.json and fgsm.md", file=sys.stderr)
@@ -260,9 +140,9 @@ def _attack(args) -> int:
 
 def _calibrate(args) -> int:
     from semifer.analysis.calibration import calibrate
+    from semifer import checkpoint as ckpt
     from semifer.analysis.data import model_arrays
-    from semifer.engine import checkpoint as ckpt
-    from semifer.engine.model_io import load_model, temperature_path
+    from semifer.models.io import load_model, resolve_device, temperature_path
 
     path = temperature_path(ckpt.find_weights(args.checkpoint, "last"))
     if args.remove:
@@ -270,7 +150,7 @@ def _calibrate(args) -> int:
             os.remove(path)
         print(f"removed {path}" if not os.path.exists(path) else f"could not remove {path}")
         return 0
-    device = _device(args.device)
+    device = resolve_device(args.device)
     _, meta = load_model(args.checkpoint, weights=args.weights, calibrated=False)
     images, labels, _ = model_arrays(args.data, meta, args.split, args.cache_dir, args.limit)
     result = calibrate(args.checkpoint, images, labels, args.weights, args.holdout, device=device,

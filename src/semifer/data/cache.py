@@ -31,8 +31,9 @@ class Decoded:
     key: str = ""               # cache_key: file name of the array in the cache folder
 
 
-def _fit(img: np.ndarray, size: int, channels: int) -> np.ndarray:
-    """Resize to size x size and convert to ``channels`` channels -> [H, W, C]."""
+def fit_image(img: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """Resize to size x size and convert to ``channels`` channels -> [H, W, C]: how every cached
+    image was made, so prediction prepares a face crop the same way."""
     if img.ndim == 2:
         img = img[:, :, None]
     if img.shape[2] == 3 and channels == 1:
@@ -140,7 +141,7 @@ def _decode_into(split: Split, path: str, shape: tuple, size: int, channels: int
 
     def work(i: int):
         try:
-            images[i] = _fit(split.load(i), size, channels)
+            images[i] = fit_image(split.load(i), size, channels)
         except DataError as e:
             if strict:
                 raise

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from semifer.models.io import resolve_device
+
 
 @dataclass
 class Dist:
@@ -47,7 +49,7 @@ class Dist:
 
 def init_distributed(device: str = "auto") -> Dist:
     """Set up the process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    use_cuda = resolve_device(device).type == "cuda"
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank, local = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
     if use_cuda:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from semifer import checkpoint as ckpt
 from semifer.algorithms import create_algorithm
 from semifer.engine.optim import backward_step
 from semifer.engine.preflight import check_config
@@ -24,13 +25,13 @@ from semifer.config import Config, to_dict
 from semifer.data.prepare import Prepared, prepare
 from semifer.data.sampler import BatchStream
 from semifer.data.transforms import normalize, strong_options, strong_view, weak_view
-from semifer.engine import checkpoint as ckpt
 from semifer.engine import run_dir
 from semifer.engine.distributed import Dist, cleanup, init_distributed
 from semifer.engine.evaluate import autocast, predict_probs, resolve_amp, write_eval
-from semifer.engine.model_io import FusedModel, build_model, model_meta
+from semifer.engine.model_io import FusedModel, model_meta
 from semifer.engine.schedule import fixmatch_cosine, train_epochs, warmup_cosine
 from semifer.io import remove_orphans
+from semifer.models.io import build_model
 
 
 def _optimizer(cfg, params_decay, params_no_decay):

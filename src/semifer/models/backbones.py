@@ -3,7 +3,9 @@
 Every backbone follows timm's interface so ``FERClassifier`` treats them and any timm model
 alike: ``forward_features(x)`` gives the unpooled output (CNN map [B, C, h, w] or ViT tokens
 [B, N, D]), ``forward_head(x, pre_logits=True)`` pools it to [B, D], ``num_features`` is D.
-A registered factory is called as ``factory(in_chans=..., pretrained=..., drop_rate=..., **kwargs)``.
+A registered factory is called as ``factory(in_chans=..., pretrained=..., drop_rate=..., **kwargs)``;
+one registered with ``takes_img_size=True`` also takes ``img_size``, the single input size it is
+built for (a learned position grid), which a run sets to its data size.
 """
 from __future__ import annotations
 
@@ -26,7 +28,16 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
-def _refuse_pretrained(name: str, pretrained: bool) -> None:
+def takes_img_size(name: str) -> bool:
+    """Whether model ``name`` is built for one input size given as ``img_size``: registered
+    models say so (``register_model(name, takes_img_size=True)``); timm names are ViTs by timm's
+    naming, "vit" in the name."""
+    if name in MODELS:
+        return bool(MODELS.info(name).get("takes_img_size", False))
+    return "vit" in name
+
+
+def refuse_pretrained(name: str, pretrained: bool) -> None:
     # Failing loudly beats silently training from scratch when weights were asked for.
     if pretrained:
         raise ValueError(f"no published pretrained weights for {name!r}; "
@@ -119,29 +130,29 @@ class WideResNet(nn.Module):
 @register_model("wrn28_2")
 def wrn28_2(in_chans: int = 1, pretrained: bool = False, drop_rate: float = 0.0, **kwargs) -> nn.Module:
     """WideResNet-28-2 (1.5 M parameters), the standard semi-supervised benchmark backbone."""
-    _refuse_pretrained("wrn28_2", pretrained)
+    refuse_pretrained("wrn28_2", pretrained)
     return WideResNet(depth=28, widen_factor=2, in_chans=in_chans, drop_rate=drop_rate, **kwargs)
 
 
-@register_model("vit_small_p8")
+@register_model("vit_small_p8", takes_img_size=True)
 def vit_small_p8(in_chans: int = 1, pretrained: bool = False, drop_rate: float = 0.0, img_size: int = 48,
                  **kwargs) -> nn.Module:
     """ViT with 8 px patches for small faces (36 tokens at 48 px, 196 at 112 px), embed 384,
     6 blocks, 6 heads (~11 M parameters); the encoder MAE pretraining uses. ``img_size`` fixes
     the position-embedding grid; ``depth``, ``global_pool`` etc. may be overridden."""
-    _refuse_pretrained("vit_small_p8", pretrained)
+    refuse_pretrained("vit_small_p8", pretrained)
     kwargs = {**dict(embed_dim=384, depth=6, num_heads=6), **kwargs}
     return VisionTransformer(img_size=img_size, patch_size=8, in_chans=in_chans, num_classes=0,
                              drop_rate=drop_rate, **kwargs)
 
 
-@register_model("vit_tiny_p8")
+@register_model("vit_tiny_p8", takes_img_size=True)
 def vit_tiny_p8(in_chans: int = 1, pretrained: bool = False, drop_rate: float = 0.0, img_size: int = 48,
                 patch_size: int = 8, **kwargs) -> nn.Module:
     """ViT-Tiny width (embed 192, 3 heads) with 6 blocks and 8 px patches (~2.7 M parameters):
     the encoder of the one-CPU-thread SSFER recipe, where ``vit_small_p8`` is ~4x slower.
     ``patch_size`` and ``img_size`` set the token grid (48 px / 8 = 6 x 6 tokens)."""
-    _refuse_pretrained("vit_tiny_p8", pretrained)
+    refuse_pretrained("vit_tiny_p8", pretrained)
     kwargs = {**dict(embed_dim=192, depth=6, num_heads=3), **kwargs}
     return VisionTransformer(img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=0,
                              drop_rate=drop_rate, **kwargs)

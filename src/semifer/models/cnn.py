@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from semifer.models.backbones import _refuse_pretrained, register_model
+from semifer.models.backbones import refuse_pretrained, register_model
 
 
 def _stage(cin: int, cout: int, depth: int = 2) -> nn.Sequential:
@@ -56,13 +56,13 @@ class SmallCNN(nn.Module):
 
 @register_model("cnn_small")
 def cnn_small(in_chans: int = 1, pretrained: bool = False, drop_rate: float = 0.0, **kwargs) -> nn.Module:
-    _refuse_pretrained("cnn_small", pretrained)
+    refuse_pretrained("cnn_small", pretrained)
     return SmallCNN(in_chans=in_chans, drop_rate=drop_rate, **kwargs)
 
 
 @register_model("cnn_fer")
 def cnn_fer(in_chans: int = 1, pretrained: bool = False, drop_rate: float = 0.0, **kwargs) -> nn.Module:
     """VGG-style, widths 32-64-128-256 with 1-2-3-3 convs per stage (the CPU-hour backbone)."""
-    _refuse_pretrained("cnn_fer", pretrained)
+    refuse_pretrained("cnn_fer", pretrained)
     kwargs = {**dict(widths=(32, 64, 128, 256), depths=(1, 2, 3, 3)), **kwargs}
     return SmallCNN(in_chans=in_chans, drop_rate=drop_rate, **kwargs)

@@ -122,7 +122,7 @@ class OpenCLIPImageTower(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@register_model("openclip_vit_b16")
+@register_model("openclip_vit_b16", takes_img_size=True)
 def openclip_vit_b16(in_chans: int = 3, pretrained: bool = False, drop_rate: float = 0.0, img_size: int = 224,
                      clip_model: str = "ViT-B-16", quick_gelu: bool = False, project: bool = True,
                      layers: int | None = None, width: int | None = None, head_width: int | None = None,

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import torch
 
-from semifer.engine.model_io import load_model
+from semifer.models.io import load_model
 
 
 class _LogitsAndProbs(torch.nn.Module):

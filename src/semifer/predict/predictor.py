@@ -17,10 +17,10 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from semifer.data.cache import _fit as fit_to_model  # the resize/convert that built the training cache
+from semifer.data.cache import fit_image  # the resize/convert that built the training cache
 from semifer.data.faces import Face, create_detector, detect_faces, face_crops
 from semifer.data.transforms import normalize
-from semifer.engine.model_io import load_model
+from semifer.models.io import load_model, resolve_device
 from semifer.predict.inputs import as_items, image_name, to_rgb
 from semifer.weights import default_model
 
@@ -37,12 +37,6 @@ class FacePrediction:
     probs: dict[str, float]             # class name -> probability, in the model's class order
     label: str                          # the most probable class
     landmarks: tuple[tuple[float, float], ...] | None = None  # when the detector gives them
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class Predictor:
@@ -97,7 +91,7 @@ class Predictor:
     def prepare(self, crops: list[np.ndarray]) -> torch.Tensor:
         """RGB uint8 crops [h, w, 3] of any size -> normalised float [N, C, S, S] on the device."""
         size, chans = self.meta["size"], self.meta["in_chans"]
-        x = np.stack([fit_to_model(c, size, chans) for c in crops])            # [N, S, S, C]
+        x = np.stack([fit_image(c, size, chans) for c in crops])            # [N, S, S, C]
         x = torch.from_numpy(x).to(self.device).permute(0, 3, 1, 2)             # [N, C, S, S]
         return normalize(x, self.meta["mean"], self.meta["std"])
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 
 def _pretrain(args) -> int:
+    from semifer.config import command_overrides
     from semifer.ssl.pretrain import load_pretrain_config, pretrain
-
-    from semifer.cli import command_overrides
 
     summary = pretrain(load_pretrain_config(args.config, command_overrides(args, "data.sources")))
     return 130 if summary.get("interrupted") else 0

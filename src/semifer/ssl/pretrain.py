@@ -22,19 +22,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from semifer import checkpoint as ckpt
 from semifer.config import load_config
 from semifer.data.pool import gather, open_pool, report_lines
 from semifer.data.sampler import BatchStream
 from semifer.data.transforms import normalize, weak_view
-from semifer.engine import checkpoint as ckpt
 from semifer.engine.distributed import cleanup, init_distributed
 from semifer.engine.evaluate import autocast, resolve_amp
-from semifer.engine.model_io import _model_kwargs
 from semifer.engine.optim import backward_step
 from semifer.engine.schedule import apply_epochs, warmup_cosine
 from semifer.engine.train import _StopFlag
 from semifer.io import atomic_path
 from semifer.models import create_model
+from semifer.models.io import model_kwargs
 from semifer.ssl.mae import MaskedAutoencoder
 
 
@@ -119,7 +119,7 @@ def open_sources(dc: PretrainDataConfig) -> tuple[list[tuple[np.ndarray, np.ndar
 def build_mae(cfg: PretrainConfig, channels: int) -> MaskedAutoencoder:
     """The encoder exactly as ``semifer train`` builds the classifier's backbone, plus a decoder."""
     encoder = create_model(cfg.model.name, num_classes=1, in_chans=channels,
-                           **_model_kwargs(cfg.model, cfg.data.size)).backbone
+                           **model_kwargs(cfg.model, cfg.data.size)).backbone
     m = cfg.mae
     return MaskedAutoencoder(encoder, mask_ratio=m.mask_ratio, decoder_dim=m.decoder_dim,
                              decoder_depth=m.decoder_depth, decoder_heads=m.decoder_heads,
@@ -196,7 +196,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     amp = resolve_amp(tc.amp, d.device)
     stream = BatchStream(np.arange(total), tc.batch_size, seed=tc.seed * 1009 + d.rank)
     aug_gen = torch.Generator().manual_seed(tc.seed * 7 + 13 + d.rank)
-    meta = {"model": cfg.model.name, "model_options": _model_kwargs(cfg.model, dc.size), "in_chans": channels,
+    meta = {"model": cfg.model.name, "model_options": model_kwargs(cfg.model, dc.size), "in_chans": channels,
             "size": dc.size, "mean": dc.mean, "std": dc.std, "kind": "mae_encoder"}
 
     start = 0
@@ -227,7 +227,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         ckpt.save_state(state_path, {"step": step, "optimizer": optimizer.state_dict(),
                                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                                      "stream": stream.state_dict(), "rng": rng})
-        # last: the weights' rename commits the pair (engine/checkpoint.py)
+        # last: the weights' rename commits the pair (semifer/checkpoint.py)
         ckpt.save_weights(os.path.join(run, "ckpt", "last.safetensors"), mae.state_dict(),
                           {**meta, "step": step, "state_sha256": ckpt.file_sha256(state_path)})
 
