@@ -74,8 +74,9 @@ from semifer.config import Config
 from semifer.data.sampler import BatchStream
 from semifer.engine.evaluate import autocast
 from semifer.engine.optim import backward_step
+from semifer.engine.run import make_optimizer, param_groups
 from semifer.engine.schedule import warmup_cosine
-from semifer.engine.train import _optimizer, _split_decay, _views
+from semifer.engine.train import _views
 from semifer.models import create_model
 
 NUM_CLASSES = 7
@@ -279,7 +280,8 @@ def semifer_setup(args, images: np.ndarray, labels: np.ndarray, total_steps: int
     algo.setup(model)
     algo.to(device)
     ema = ModelEmaV3(model, decay=tc.ema, use_warmup=True)
-    optimizer = _optimizer(tc, *_split_decay([model, algo]))
+    optimizer = make_optimizer(tc.optimizer, param_groups([model, algo], tc.weight_decay), tc.lr,
+                               momentum=tc.momentum, nesterov=tc.nesterov, betas=(tc.momentum, tc.beta2))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, tc.iterations, tc.warmup, 0.0, 0.0))
     scaler = torch.amp.GradScaler(enabled=False)

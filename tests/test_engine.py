@@ -4,13 +4,10 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-from safetensors.torch import load_file
 
 from semifer.config import load_config
 from semifer.engine import train as train_mod
-from semifer.checkpoint import CheckpointError
 from semifer.engine.train import train
 
 
@@ -48,32 +45,7 @@ def test_a_bad_config_fails_before_data_or_run_folder(tiny, tmp_path, monkeypatc
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
 
 
-def test_refuses_to_overwrite_and_resume_needs_a_run(tiny, tmp_path):
-    train(load_config(None, tiny))
-    with pytest.raises(CheckpointError, match="resume=true"):
-        train(load_config(None, tiny))
-    with pytest.raises(CheckpointError, match="nothing to resume"):
-        train(load_config(None, tiny + [f"out={tmp_path / 'other'}", "resume=true"]))
-
-
-@pytest.mark.parametrize("algorithm", ["supervised", "fixmatch"])
-def test_resume_matches_uninterrupted_run(tiny, tmp_path, monkeypatch, interrupt_at, algorithm):
-    common = tiny + ["train.deterministic=true", "train.amp=none", f"algorithm.name={algorithm}",
-                     "train.ckpt_every=100", "train.eval_every=100"]
-    train(load_config(None, common + [f"out={tmp_path / 'straight'}"]))
-
-    interrupt_at(4)
-    partial = train(load_config(None, common + [f"out={tmp_path / 'resumed'}"]))
-    assert partial == {"interrupted": True, "step": 4, "run": str(tmp_path / "resumed")}
-    monkeypatch.undo()
-    summary = train(load_config(None, common + [f"out={tmp_path / 'resumed'}", "resume=true"]))
-    assert summary["resumed_at"] == 4
-
-    a = load_file(tmp_path / "straight" / "ckpt" / "last.safetensors")
-    b = load_file(tmp_path / "resumed" / "ckpt" / "last.safetensors")
-    assert a.keys() == b.keys()
-    for k in a:
-        assert np.array_equal(a[k].numpy(), b[k].numpy()), k
+# Resuming (and refusing to) is tested for training and pre-training alike in test_resume.py.
 
 
 def test_corrupt_images_are_skipped_and_listed(tmp_path, noise_folder):

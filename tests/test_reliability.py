@@ -163,12 +163,8 @@ def test_safe_changes_resume_and_metrics_are_not_repeated(tiny, tmp_path, monkey
     assert "iterations: 8" in (run / "config.yaml").read_text()
 
 
-def test_resume_of_a_finished_run_keeps_its_summary(tiny, tmp_path):
-    train(load_config(None, tiny))
-    summary = (tmp_path / "run" / "summary.json").read_bytes()
-    with pytest.raises(ckpt.CheckpointError, match="is finished"):
-        train(load_config(None, tiny + ["resume=true"]))
-    assert (tmp_path / "run" / "summary.json").read_bytes() == summary
+# A finished run, an empty folder or another run's folder: test_resume.py, for training and
+# pre-training alike.
 
 
 # ---------------------------------------------------------------- untrusted checkpoint metadata

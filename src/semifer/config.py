@@ -153,7 +153,10 @@ def _coerce(value, tp, key: str):
     raise ConfigError(f"config key {key!r} expects {tp.__name__}, got {value!r}")
 
 
-def _merge(obj, updates: dict, prefix: str = ""):
+def merge(obj, updates: dict, prefix: str = ""):
+    """Merge the nested mapping ``updates`` into the config dataclass ``obj`` in place (recipes,
+    overrides, the pipeline's stage sections); an unknown key or a value of the wrong type raises
+    ``ConfigError`` naming the key."""
     fields = {f.name: f for f in dataclasses.fields(obj)}
     for key, value in updates.items():
         path = f"{prefix}{key}"
@@ -164,7 +167,7 @@ def _merge(obj, updates: dict, prefix: str = ""):
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key {path!r} is a section; give {path}.<key>=value")
-            _merge(current, value, prefix=f"{path}.")
+            merge(current, value, prefix=f"{path}.")
         elif isinstance(current, dict):  # free-form options: merged key by key
             current.update(_coerce(value, dict, path))
         else:
@@ -200,12 +203,12 @@ def load_config(path: str | None = None, overrides: list[str] = (), root: type =
         if not isinstance(recipe, dict):
             raise ConfigError(f"{path}: a recipe must be a mapping of sections")
         try:
-            _merge(cfg, recipe)
+            merge(cfg, recipe)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
     from_recipe = dict(getattr(cfg, "algorithm", None) or {})
     for text in overrides:
-        _merge(cfg, parse_override(text))
+        merge(cfg, parse_override(text))
     _drop_other_algorithms_options(cfg, from_recipe, overrides)
     return cfg
 

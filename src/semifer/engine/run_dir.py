@@ -23,11 +23,12 @@ from semifer.config import Config, to_dict
 LOCK_FILE = ".lock"
 
 # Options a resume may change: they decide how long the run goes on, how often it logs,
-# evaluates and saves, and where it computes, never what the saved state means.
+# evaluates, saves (and, pre-training, draws its grids), and where it computes, never what the
+# saved state means. Training and MAE pre-training share the list; each has the keys it has.
 SAFE_ON_RESUME = (
     "out", "resume", "train.iterations", "train.epochs", "train.eval_every", "train.ckpt_every",
     "train.log_every", "train.threads", "train.eval_batch_size", "train.eval_flip", "train.device",
-    "train.deterministic", "data.cache_dir", "data.strict",
+    "train.deterministic", "data.cache_dir", "data.strict", "train.vis_every",
 )
 
 
@@ -72,8 +73,9 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 
 def config_changes(run: str, cfg: Config) -> tuple[list[str], list[str]]:
-    """(unsafe, safe) differences between ``run/config.yaml`` and ``cfg``, one line each. Keys
-    the recorded file lacks (added to semifer since) count at their default."""
+    """(unsafe, safe) differences between ``run/config.yaml`` and ``cfg`` (a training or a
+    pre-training config), one line each. Keys the recorded file lacks (added to semifer since)
+    count at their default."""
     path = os.path.join(run, "config.yaml")
     try:
         with open(path) as f:
@@ -82,7 +84,7 @@ def config_changes(run: str, cfg: Config) -> tuple[list[str], list[str]]:
         raise RunFolderError(f"cannot check the resume against {path}: {e}") from None
     if not isinstance(recorded, dict):
         raise RunFolderError(f"{path}: expected the mapping of sections the run wrote, got {recorded!r}")
-    was = {**_flat(to_dict(Config())), **_flat(recorded)}
+    was = {**_flat(to_dict(type(cfg)())), **_flat(recorded)}
     now = _flat(to_dict(cfg))
     unsafe, safe = [], []
     for key in sorted(set(was) | set(now)):
@@ -96,9 +98,11 @@ def check_config(run: str, cfg: Config) -> None:
     """Refuse a resume whose configuration differs from the run's beyond ``SAFE_ON_RESUME``."""
     unsafe, safe = config_changes(run, cfg)
     if unsafe:
+        own = _flat(to_dict(cfg))
         raise RunFolderError(f"resume=true with settings that differ from {run}/config.yaml:\n  "
                              + "\n  ".join(unsafe) + "\nOnly these may change on resume: "
-                             + ", ".join(SAFE_ON_RESUME[2:]) + ". Start a new run (another out=) instead")
+                             + ", ".join(k for k in SAFE_ON_RESUME[2:] if k in own)
+                             + ". Start a new run (another out=) instead")
     if safe:
         print(f"resume changes: {'; '.join(safe)}")
 

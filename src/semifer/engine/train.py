@@ -3,13 +3,13 @@
 Per step: draw labelled (and unlabelled) indices, gather uint8 images, build the views the
 algorithm declares, ``loss = algorithm.step(...)`` under autocast, backward, clip, optimiser and
 schedule step, EMA update, algorithm state sync; periodically log, evaluate and checkpoint.
+What every run shares with MAE pre-training (lock, resume, optimiser and schedule, stop flag,
+checkpoints) is in ``engine/run.py``.
 """
 from __future__ import annotations
 
 import json
 import os
-import signal
-import threading
 import time
 from collections import defaultdict
 
@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from semifer import checkpoint as ckpt
 from semifer.algorithms import create_algorithm
 from semifer.engine.optim import backward_step
 from semifer.engine.preflight import check_config
@@ -26,32 +25,15 @@ from semifer.data.prepare import Prepared, prepare
 from semifer.data.sampler import BatchStream
 from semifer.data.transforms import normalize, strong_options, strong_view, weak_view
 from semifer.engine import run_dir
-from semifer.engine.distributed import Dist, cleanup, init_distributed
-from semifer.engine.evaluate import autocast, predict_probs, resolve_amp, write_eval
+from semifer.engine.distributed import cleanup
+from semifer.engine.evaluate import autocast, predict_probs, write_eval
 from semifer.engine.model_io import FusedModel, model_meta
-from semifer.engine.schedule import fixmatch_cosine, train_epochs, warmup_cosine
-from semifer.io import remove_orphans
+from semifer.engine.run import Diverged  # noqa: F401  (what a diverged run raises, for callers to catch)
+from semifer.engine.run import (StopFlag, aug_generator, check_resumable, fail_on_loss, interrupted, locked,
+                                log_metrics, make_optimizer, make_scheduler, open_folder, param_groups, precision,
+                                progress_bar, resume, save_checkpoint, setup, stop_flags, training_state)
+from semifer.engine.schedule import train_epochs
 from semifer.models.io import build_model
-
-
-def _optimizer(cfg, params_decay, params_no_decay):
-    groups = [{"params": params_decay, "weight_decay": cfg.weight_decay},
-              {"params": params_no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, cfg.beta2))
-    raise ValueError(f"train.optimizer={cfg.optimizer!r}; expected sgd or adamw")
-
-
-def _split_decay(modules) -> tuple[list, list]:
-    """No weight decay on biases and norm weights (1-d parameters)."""
-    decay, no_decay = [], []
-    for m in modules:
-        for p in m.parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim <= 1 else decay).append(p)
-    return decay, no_decay
 
 
 def _views(images: np.ndarray, idx: np.ndarray, names: dict[str, str], gen: torch.Generator,
@@ -88,91 +70,20 @@ def _print_counts(data: Prepared) -> None:
         print(f"skipped {len(data.errors)} unreadable images (listed in corrupt.txt), e.g. {data.errors[0][1]}")
 
 
-def _rng_state(gen: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "aug": gen.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _set_rng_state(state: dict, gen: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    gen.set_state(state["aug"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def _check_resumable(run: str, cfg: Config) -> str | None:
-    """Path of the state to resume, or None for a fresh run; refuses to overwrite a run, to
-    resume a finished one, and to resume with settings the run did not record."""
-    state = os.path.join(run, "ckpt", "last_state.pt")
-    if cfg.resume:
-        if not os.path.exists(state):
-            raise ckpt.CheckpointError(f"resume=true but {state} does not exist; nothing to resume")
-        if os.path.exists(os.path.join(run, "summary.json")):
-            raise ckpt.CheckpointError(f"resume=true but {run} is finished (its results are in {run}/summary.json, "
-                                       "left as they are); to train further, start a new run with "
-                                       f"model.init={run} model.init_head=true")
-        run_dir.check_config(run, cfg)
-        return state
-    if os.path.exists(state):
-        raise ckpt.CheckpointError(f"{run} already holds a run; pass resume=true to continue it "
-                                   f"or choose another out=")
-    return None
-
-
-class _StopFlag:
-    """First Ctrl-C (SIGINT) or SIGTERM asks the loop to stop at the next step boundary, where
-    a consistent checkpoint can be written; a second Ctrl-C interrupts at once."""
-
-    def __init__(self):
-        self.requested = False
-        self._old = {}
-
-    def _handle(self, signum, frame):
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nstop requested: finishing this step and saving a checkpoint (Ctrl-C again to abort)")
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
-class Diverged(RuntimeError):
-    """The loss or the weights stopped being finite numbers."""
-
-
 def train(cfg: Config) -> dict:
     """Run one training job described by ``cfg``; returns the summary written to summary.json.
     Rank 0 holds the run folder's lock throughout, so a second job on it fails at once."""
     check_config(cfg)  # a typo fails here, before the run folder exists or any data is decoded
-    with run_dir.locked(cfg.out, main=int(os.environ.get("RANK", 0)) == 0):
+    with locked(cfg.out):
         return _train(cfg)
 
 
 def _train(cfg: Config) -> dict:
     tc, dc = cfg.train, cfg.data
-    d: Dist = init_distributed(tc.device)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    if tc.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.manual_seed(tc.seed + d.rank)
+    d = setup(tc)
     run = cfg.out
-    resume_from = _check_resumable(run, cfg)
-    if d.is_main:
-        os.makedirs(os.path.join(run, "ckpt"), exist_ok=True)
-        for folder in (run, os.path.join(run, "ckpt")):  # the lock makes any temporary file an orphan
-            for name in remove_orphans(folder):
-                print(f"removed {os.path.join(folder, name)}, left by a writer that was killed")
+    resume_from = check_resumable(cfg, f"; to train further, start a new run with model.init={run} model.init_head=true")
+    open_folder(run, d)
 
     # ---- data ----------------------------------------------------------------------------
     data = prepare(dc, d.is_main, d.barrier)
@@ -203,17 +114,10 @@ def _train(cfg: Config) -> dict:
         fixed = algo.teacher_momentum is not None  # a teacher follows its paper's momentum from step 0
         ema = ModelEmaV3(model, decay=algo.teacher_momentum if fixed else tc.ema, use_warmup=not fixed)
     net = DistributedDataParallel(model) if d.enabled else model
-    optimizer = _optimizer(tc, *_split_decay([model, algo]))
-    min_ratio = tc.min_lr / tc.lr if tc.lr else 0.0
-    if tc.schedule not in ("cosine", "fixmatch"):
-        raise ValueError(f"train.schedule={tc.schedule!r}; expected cosine or fixmatch")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, (lambda s: fixmatch_cosine(s, tc.iterations, tc.warmup))
-        if tc.schedule == "fixmatch" else
-        (lambda s: warmup_cosine(s, tc.iterations, tc.warmup, min_ratio, tc.warmup_lr / tc.lr if tc.lr else 0.0)))
-    scaler = torch.amp.GradScaler(enabled=tc.amp == "fp16")
-    # bf16 autocast on CPU hits slow oneDNN paths on AVX2-only CPUs (measured: 10x slower for a
-    # stride-1 ResNet), so "auto" means bf16 on CUDA and fp32 on CPU; "fast" checks the CPU.
-    amp = resolve_amp(tc.amp, d.device)
+    optimizer = make_optimizer(tc.optimizer, param_groups([model, algo], tc.weight_decay), tc.lr,
+                               momentum=tc.momentum, nesterov=tc.nesterov, betas=(tc.momentum, tc.beta2))
+    scheduler = make_scheduler(optimizer, tc.iterations, tc.warmup, tc.lr, tc.min_lr, tc.warmup_lr, tc.schedule)
+    amp, scaler = precision(tc.amp, d.device)
 
     semi = bool(algo.views) and len(data.unlabelled) > 0
     if algo.views and not semi:
@@ -221,29 +125,14 @@ def _train(cfg: Config) -> dict:
     lb_stream = BatchStream(data.labelled, tc.batch_size, seed=tc.seed * 1009 + d.rank,
                             labels=data.train_labels, balanced=dc.sampler == "balanced")
     ub_stream = BatchStream(data.unlabelled, tc.batch_size * tc.uratio, seed=tc.seed * 1009 + 500 + d.rank) if semi else None
-    aug_gen = torch.Generator().manual_seed(tc.seed * 7 + 13 + d.rank)
+    aug_gen = aug_generator(tc.seed, d.rank)
+    parts = {"algorithm": algo, "lb_stream": lb_stream, "ub_stream": ub_stream}  # checkpointed with the run
 
     start, best = 0, {"accuracy": -1.0, "step": 0}
     if resume_from:
-        state = ckpt.load_state(resume_from)
-        weights_file = os.path.join(run, "ckpt", "last.safetensors")
-        weights, saved_meta = ckpt.load_weights(weights_file)
-        ckpt.check_pair(weights_file, saved_meta, resume_from, state)
-        model.load_state_dict(ckpt.split_prefix(weights, "model."))
-        if ema is not None:
-            ema.module.load_state_dict(ckpt.split_prefix(weights, "ema."))
-        algo.load_state_dict(state["algorithm"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        lb_stream.load_state_dict(state["lb_stream"])
-        if ub_stream is not None:
-            ub_stream.load_state_dict(state["ub_stream"])
-        _set_rng_state(state["rng"], aug_gen)
+        weights = {"model.": model, **({"ema.": ema.module} if ema is not None else {})}
+        state = resume(run, d, tc.iterations, weights, optimizer, scheduler, scaler, aug_gen, parts)
         start, best = state["step"], state["best"]
-        if d.is_main:
-            run_dir.truncate_metrics(run, start)
-            print(f"resumed {run} at step {start}/{tc.iterations}")
 
     meta = model_meta(cfg, data, algo)
     eval_model = lambda: ema.module if (ema is not None and tc.eval_ema) else model  # noqa: E731
@@ -256,24 +145,13 @@ def _train(cfg: Config) -> dict:
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         if ema is not None:
             tensors.update({f"ema.{k}": v for k, v in ema.module.state_dict().items()})
-        bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-        if bad:  # never replace a good checkpoint with a broken one
-            raise Diverged(f"step {step}: {len(bad)} weight tensors hold NaN or inf (e.g. {bad[0]}); stopped "
-                           f"without saving, {run}/ckpt keeps the last good checkpoint")
         extra = {}
         exported = algo.export_predictor()   # e.g. SIT-FER's fused predictor, built on the raw weights
         if exported is not None:
             tensors.update({f"algo.{k}": v for k, v in exported[0].items()})
             extra = {"predictor": exported[1], "predictor_weights": "model"}
-        if tag == "last":  # the state first: the weights' rename commits the pair (checkpoint.py)
-            state_file = os.path.join(run, "ckpt", "last_state.pt")
-            ckpt.save_state(state_file, {
-                "step": step, "best": best, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "algorithm": algo.state_dict(), "lb_stream": lb_stream.state_dict(),
-                "ub_stream": ub_stream.state_dict() if ub_stream else None, "rng": _rng_state(aug_gen)})
-            extra["state_sha256"] = ckpt.file_sha256(state_file)
-        ckpt.save_weights(os.path.join(run, "ckpt", f"{tag}.safetensors"), tensors, {**meta, **extra, "step": step})
+        state = training_state(step, optimizer, scheduler, scaler, aug_gen, parts, best=best) if tag == "last" else None
+        save_checkpoint(run, tag, tensors, {**meta, **extra, "step": step}, state)
         saved_at[tag] = step
 
     def evaluate(step: int) -> float:
@@ -296,14 +174,9 @@ def _train(cfg: Config) -> dict:
     # ---- the loop ----------------------------------------------------------------------------
     sums, pl_counts = defaultdict(float), torch.zeros(len(data.classes))
     n_logged, n_images, t_log, t_start = 0, 0, time.time(), time.time()
-    bar = None
-    if d.is_main:
-        from tqdm import tqdm
-        bar = tqdm(total=tc.iterations, initial=start, desc="train", dynamic_ncols=True,
-                   mininterval=1.0 if os.isatty(2) else 30.0)
+    bar = progress_bar(d, tc.iterations, start, "train")
     model.train()
-    stop = _StopFlag()
-    with stop:
+    with StopFlag() as stop:
         for step in range(start, tc.iterations):
             li = lb_stream.next()
             batch = _views(data.train_images, li, {"x": "weak"}, aug_gen, dc, d.device,
@@ -318,17 +191,9 @@ def _train(cfg: Config) -> dict:
                 batch["u_true"] = torch.from_numpy(data.true_labels[ui]).to(d.device)
             with autocast(d.device, amp):
                 out = algo.step(net, batch, step, teacher=ema.module if algo.uses_teacher else None)
-            # One collective for both flags: a rank that stopped alone would leave the others
-            # waiting in the next all-reduce forever.
-            nonfinite, stopping = d.any(not bool(torch.isfinite(out.loss.detach())), stop.requested)
+            nonfinite, stopping = stop_flags(d, out.loss, stop)
             if nonfinite:  # before backward: the weights and the last checkpoint stay finite
-                if bar:
-                    bar.close()
-                cleanup()
-                kept = (f"{run}/ckpt/last.safetensors keeps the last good checkpoint (step {saved_at['last']})"
-                        if saved_at["last"] else "no checkpoint had been saved yet")
-                raise Diverged(f"the loss is {float(out.loss.detach())} at step {step + 1} (on some rank); stopped "
-                               f"before updating the weights. {kept}; lower train.lr or set train.clip_grad")
+                fail_on_loss(out.loss, step + 1, run, saved_at["last"], bar)
             backward_step(out.loss, optimizer, scaler, scheduler, model.parameters(), tc.clip_grad)
             if ema is not None:
                 ema.update(model, step=None if algo.teacher_momentum is not None else step + 1)
@@ -358,8 +223,7 @@ def _train(cfg: Config) -> dict:
                     rec = {"step": step + 1, **{k: round(v, 5) for k, v in logs.items()}}
                     if out.pseudo_labels is not None:
                         rec["pl_count"] = dict(zip(data.classes, pl_counts.int().tolist()))
-                    with open(os.path.join(run, "metrics.jsonl"), "a") as f:
-                        f.write(json.dumps(rec) + "\n")
+                    log_metrics(run, rec)
                     for k, v in logs.items():
                         writer.add_scalar(f"train/{k}", v, step + 1)
                     bar.set_postfix({k: f"{logs[k]:.3g}" for k in ("loss", "mask", "pl_acc", "images_per_s") if k in logs})
@@ -370,8 +234,7 @@ def _train(cfg: Config) -> dict:
                 acc = evaluate(step + 1)
                 if d.is_main:
                     writer.add_scalar("eval/accuracy", acc, step + 1)
-                    with open(os.path.join(run, "metrics.jsonl"), "a") as f:
-                        f.write(json.dumps({"step": step + 1, "eval_accuracy": round(acc, 5)}) + "\n")
+                    log_metrics(run, {"step": step + 1, "eval_accuracy": round(acc, 5)})
                     bar.write(f"step {step + 1}: test accuracy {acc:.4f} (best {best['accuracy']:.4f} at {best['step']})")
             if (step + 1) % tc.ckpt_every == 0 or last:
                 save("last", step + 1)
@@ -381,12 +244,7 @@ def _train(cfg: Config) -> dict:
                 # keep the work: a checkpoint at a step boundary, then stop
                 if saved_at["last"] != step + 1:
                     save("last", step + 1)
-                if d.is_main:
-                    bar.close()
-                    print(f"\ninterrupted after step {step + 1}; checkpoint saved in {run}/ckpt. "
-                          f"Continue with the same command plus resume=true")
-                cleanup()
-                return {"interrupted": True, "step": step + 1, "run": run}
+                return interrupted(d, run, step + 1, bar)
     if bar:
         bar.close()
 

@@ -24,7 +24,7 @@ import os
 
 import yaml
 
-from semifer.config import Config, ConfigError, _merge, parse_override, to_dict
+from semifer.config import Config, ConfigError, merge, parse_override, to_dict
 
 STAGES = ("pretrain", "finetune", "semi")
 FOLDERS = {"pretrain": "1_pretrain", "finetune": "2_facemix", "semi": "3_ema_teacher"}
@@ -88,8 +88,8 @@ def _apply_cli(cfg, recipe: dict, stage: str, skip: tuple[str, ...] = ()) -> Non
     """Plain ``K=V`` where ``cfg`` has the key (minus ``skip``), then the stage's own overrides."""
     cli = recipe.get("cli", {})
     plain = {k: v for k, v in cli.get("plain", {}).items() if k not in skip}
-    _merge(cfg, _known(cfg, plain))
-    _merge(cfg, copy.deepcopy(cli.get(stage, {})))
+    merge(cfg, _known(cfg, plain))
+    merge(cfg, copy.deepcopy(cli.get(stage, {})))
 
 
 def _start_from(encoder: str) -> dict:
@@ -107,17 +107,17 @@ def stage_configs(recipe: dict[str, dict], run: str, encoder: str | None = None)
     from semifer.ssl.pretrain import PretrainConfig
 
     shared = Config()
-    _merge(shared, recipe["shared"])
+    merge(shared, recipe["shared"])
     sd, sm = shared.data, shared.model
 
     pre = PretrainConfig()
-    _merge(pre, {"out": os.path.join(run, FOLDERS["pretrain"]),
-                 "data": {"sources": sd.train, "size": sd.size, "channels": sd.channels, "mean": sd.mean,
-                          "std": sd.std, "cache_dir": sd.cache_dir},
-                 # drop path is a fine-tuning regulariser: MAE pre-trains without it (models_mae)
-                 "model": {"name": sm.name, "options": {k: v for k, v in sm.options.items()
-                                                        if k != "drop_path_rate"}}})
-    _merge(pre, recipe["pretrain"])
+    merge(pre, {"out": os.path.join(run, FOLDERS["pretrain"]),
+                "data": {"sources": sd.train, "size": sd.size, "channels": sd.channels, "mean": sd.mean,
+                         "std": sd.std, "cache_dir": sd.cache_dir},
+                # drop path is a fine-tuning regulariser: MAE pre-trains without it (models_mae)
+                "model": {"name": sm.name, "options": {k: v for k, v in sm.options.items()
+                                                       if k != "drop_path_rate"}}})
+    merge(pre, recipe["pretrain"])
     # model is mirrored above (without drop path); out / resume are the pipeline's
     _apply_cli(pre, recipe, "pretrain", skip=("model", "out", "resume"))
     for key in ("size", "channels", "mean", "std"):
@@ -129,19 +129,19 @@ def stage_configs(recipe: dict[str, dict], run: str, encoder: str | None = None)
 
     encoder = encoder or os.path.join(pre.out, "encoder.safetensors")
     finetune = Config()
-    _merge(finetune, copy.deepcopy(recipe["shared"]))
-    _merge(finetune, {"algorithm": {"name": "facemix"}})
-    _merge(finetune, recipe["finetune"])
+    merge(finetune, copy.deepcopy(recipe["shared"]))
+    merge(finetune, {"algorithm": {"name": "facemix"}})
+    merge(finetune, recipe["finetune"])
     _apply_cli(finetune, recipe, "finetune")
-    _merge(finetune, {"out": os.path.join(run, FOLDERS["finetune"]), "model": _start_from(encoder)})
+    merge(finetune, {"out": os.path.join(run, FOLDERS["finetune"]), "model": _start_from(encoder)})
 
     semi = Config()
-    _merge(semi, copy.deepcopy(recipe["shared"]))
-    _merge(semi, {"algorithm": {"name": "ema_teacher"}})
-    _merge(semi, recipe["semi"])
+    merge(semi, copy.deepcopy(recipe["shared"]))
+    merge(semi, {"algorithm": {"name": "ema_teacher"}})
+    merge(semi, recipe["semi"])
     _apply_cli(semi, recipe, "semi")
-    _merge(semi, {"out": os.path.join(run, FOLDERS["semi"]),
-                  "model": {"init": finetune.out, "init_head": True}})
+    merge(semi, {"out": os.path.join(run, FOLDERS["semi"]),
+                 "model": {"init": finetune.out, "init_head": True}})
     return pre, finetune, semi
 
 

@@ -1,10 +1,11 @@
 """``semifer pretrain``: MAE pre-training of a ViT encoder on unlabelled faces (SSFER stage I).
 
-One loop, read top to bottom, like ``engine/train.py``: gather a uint8 batch from the decoded
-caches of every source, random-resized-crop + flip it on the device, MAE loss under autocast,
-backward, clip, AdamW and warm-up + cosine step; periodically log, save a PNG grid of original /
-masked / reconstructed images, and checkpoint atomically (weights + optimiser, schedule, sampler
-and RNG state), so ``resume=true`` continues exactly.
+One loop, read top to bottom, like ``engine/train.py`` and on the same run scaffold
+(``engine/run.py``: lock, resume checks, optimiser and schedule, stop flag, checkpoints): gather a
+uint8 batch from the decoded caches of every source, random-resized-crop + flip it on the device,
+MAE loss under autocast, backward, clip, AdamW and warm-up + cosine step; periodically log, save a
+PNG grid of original / masked / reconstructed images, and checkpoint atomically (weights +
+optimiser, schedule, sampler and RNG state), so ``resume=true`` continues exactly.
 
 Outputs in the run folder: ``config.yaml``, ``sources.json``, ``metrics.jsonl``, ``vis/*.png``,
 ``ckpt/last.safetensors`` (``encoder.*`` and the decoder), ``ckpt/last_state.pt``, and at the end
@@ -27,11 +28,13 @@ from semifer.config import load_config
 from semifer.data.pool import gather, open_pool, report_lines
 from semifer.data.sampler import BatchStream
 from semifer.data.transforms import normalize, weak_view
-from semifer.engine.distributed import cleanup, init_distributed
-from semifer.engine.evaluate import autocast, resolve_amp
+from semifer.engine.distributed import cleanup
+from semifer.engine.evaluate import autocast
 from semifer.engine.optim import backward_step
-from semifer.engine.schedule import apply_epochs, warmup_cosine
-from semifer.engine.train import _StopFlag
+from semifer.engine.run import (StopFlag, aug_generator, check_resumable, fail_on_loss, interrupted, locked,
+                                log_metrics, make_optimizer, make_scheduler, open_folder, param_groups, precision,
+                                progress_bar, resume, save_checkpoint, setup, stop_flags, training_state)
+from semifer.engine.schedule import apply_epochs
 from semifer.io import atomic_path
 from semifer.models import create_model
 from semifer.models.io import model_kwargs
@@ -84,6 +87,7 @@ class PretrainTrainConfig:
     vis_every: int = 500               # PNG grid of original / masked / reconstruction; 0 disables
     ckpt_every: int = 500
     seed: int = 0
+    deterministic: bool = False        # torch.use_deterministic_algorithms, for exact resume tests
     threads: int = 0                   # torch CPU threads; 0 = torch default
     device: str = "auto"
 
@@ -126,13 +130,8 @@ def build_mae(cfg: PretrainConfig, channels: int) -> MaskedAutoencoder:
                              norm_pix_loss=m.norm_pix_loss)
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No decay on biases, norms, tokens and position embeddings (MAE / timm)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        skip = p.ndim <= 1 or name.rsplit(".", 1)[-1] in ("pos_embed", "cls_token", "mask_token")
-        (no_decay if skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+# No weight decay on these (besides biases and norm scales): tokens and position embeddings (MAE, timm).
+NO_DECAY = ("pos_embed", "cls_token", "mask_token")
 
 
 def save_grid(path: str, original: torch.Tensor, masked: torch.Tensor, recon: torch.Tensor,
@@ -158,23 +157,20 @@ def save_grid(path: str, original: torch.Tensor, masked: torch.Tensor, recon: to
 
 
 def pretrain(cfg: PretrainConfig) -> dict:
-    """Run MAE pre-training; returns the summary written to ``summary.json``."""
+    """Run MAE pre-training; returns the summary written to ``summary.json``. Rank 0 holds the
+    run folder's lock throughout, as training does."""
+    with locked(cfg.out):
+        return _pretrain(cfg)
+
+
+def _pretrain(cfg: PretrainConfig) -> dict:
     from semifer.config import save_config
 
     tc, dc = cfg.train, cfg.data
-    d = init_distributed(tc.device)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    torch.manual_seed(tc.seed + d.rank)
+    d = setup(tc)
     run = cfg.out
-    state_path = os.path.join(run, "ckpt", "last_state.pt")
-    if cfg.resume and not os.path.exists(state_path):
-        raise ckpt.CheckpointError(f"resume=true but {state_path} does not exist; nothing to resume")
-    if not cfg.resume and os.path.exists(state_path):
-        raise ckpt.CheckpointError(f"{run} already holds a pre-training run; pass resume=true or another out=")
-    if d.is_main:
-        os.makedirs(os.path.join(run, "ckpt"), exist_ok=True)
-        os.makedirs(os.path.join(run, "vis"), exist_ok=True)
+    resume_from = check_resumable(cfg, "; to pre-train further, start a new run (another out=)")
+    open_folder(run, d, "vis")
 
     arrays, report, channels = open_sources(dc)
     sizes = np.array([len(keep) for _, keep in arrays])
@@ -188,48 +184,27 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
     mae = build_mae(cfg, channels).to(d.device)
     net = torch.nn.parallel.DistributedDataParallel(mae) if d.enabled else mae
-    optimizer = torch.optim.AdamW(_param_groups(mae, tc.weight_decay), lr=tc.lr, betas=(tc.beta1, tc.beta2))
-    min_ratio = tc.min_lr / tc.lr if tc.lr else 0.0
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, tc.iterations, tc.warmup, min_ratio))
-    scaler = torch.amp.GradScaler(enabled=tc.amp == "fp16")
-    amp = resolve_amp(tc.amp, d.device)
+    optimizer = make_optimizer("adamw", param_groups([mae], tc.weight_decay, NO_DECAY), tc.lr,
+                               betas=(tc.beta1, tc.beta2))
+    scheduler = make_scheduler(optimizer, tc.iterations, tc.warmup, tc.lr, tc.min_lr)
+    amp, scaler = precision(tc.amp, d.device)
     stream = BatchStream(np.arange(total), tc.batch_size, seed=tc.seed * 1009 + d.rank)
-    aug_gen = torch.Generator().manual_seed(tc.seed * 7 + 13 + d.rank)
+    aug_gen = aug_generator(tc.seed, d.rank)
     meta = {"model": cfg.model.name, "model_options": model_kwargs(cfg.model, dc.size), "in_chans": channels,
             "size": dc.size, "mean": dc.mean, "std": dc.std, "kind": "mae_encoder"}
 
     start = 0
-    if cfg.resume:
-        state = ckpt.load_state(state_path)
-        weights_file = os.path.join(run, "ckpt", "last.safetensors")
-        weights, saved_meta = ckpt.load_weights(weights_file)
-        ckpt.check_pair(weights_file, saved_meta, state_path, state)  # saved together, not killed between
-        mae.load_state_dict(weights)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        stream.load_state_dict(state["stream"])
-        torch.set_rng_state(state["rng"]["torch"])
-        aug_gen.set_state(state["rng"]["aug"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state(state["rng"]["cuda"])
-        start = state["step"]
-        if d.is_main:
-            print(f"resumed {run} at step {start}/{tc.iterations}")
+    if resume_from:
+        start = resume(run, d, tc.iterations, {"": mae}, optimizer, scheduler, scaler, aug_gen,
+                       {"stream": stream})["step"]
+    saved_at = start
 
     def save(step: int) -> None:
-        if not d.is_main:
-            return
-        rng = {"torch": torch.get_rng_state(), "aug": aug_gen.get_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state()
-        ckpt.save_state(state_path, {"step": step, "optimizer": optimizer.state_dict(),
-                                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                                     "stream": stream.state_dict(), "rng": rng})
-        # last: the weights' rename commits the pair (semifer/checkpoint.py)
-        ckpt.save_weights(os.path.join(run, "ckpt", "last.safetensors"), mae.state_dict(),
-                          {**meta, "step": step, "state_sha256": ckpt.file_sha256(state_path)})
+        nonlocal saved_at
+        if d.is_main:
+            state = training_state(step, optimizer, scheduler, scaler, aug_gen, {"stream": stream})
+            save_checkpoint(run, "last", mae.state_dict(), {**meta, "step": step}, state)
+        saved_at = step
 
     # A fixed set of images and a fixed mask, so successive grids show the same faces improving.
     vis_idx = np.linspace(0, total - 1, min(8, total)).astype(np.int64)
@@ -252,19 +227,18 @@ def pretrain(cfg: PretrainConfig) -> dict:
         print("\n".join(report_lines(report) + ([epochs_line] if epochs_line else [])))
     t_start = t_log = time.time()
     loss_sum, n_logged, n_images, last_loss = 0.0, 0, 0, float("nan")
-    bar = None
-    if d.is_main:  # as engine/train.py: sparse refreshes when stderr goes to a log file
-        from tqdm import tqdm
-        bar = tqdm(total=tc.iterations, initial=start, desc="pretrain", dynamic_ncols=True,
-                   mininterval=1.0 if os.isatty(2) else 30.0)
+    bar = progress_bar(d, tc.iterations, start, "pretrain")
     mae.train()
-    with _StopFlag() as stop:  # Ctrl-C / SIGTERM: finish the step, checkpoint, stop (as training does)
+    with StopFlag() as stop:  # Ctrl-C / SIGTERM: finish the step, checkpoint, stop (as training does)
         for step in range(start, tc.iterations):
             idx = stream.next()
             x = torch.from_numpy(gather(arrays, idx, offsets)).permute(0, 3, 1, 2).to(d.device)
             x = normalize(weak_view(x, aug_gen, mode="rrc", scale=(dc.crop_scale, 1.0)), dc.mean, dc.std)
             with autocast(d.device, amp):
                 loss, _, _ = net(x)
+            nonfinite, stopping = stop_flags(d, loss, stop)
+            if nonfinite:  # before backward: the weights and the last checkpoint stay finite
+                fail_on_loss(loss, step + 1, run, saved_at, bar)
             backward_step(loss, optimizer, scaler, scheduler, mae.parameters(), tc.clip_grad)
             loss_sum += float(loss.detach())
             n_logged += 1
@@ -278,8 +252,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
                 if d.is_main:
                     rec = {"step": step + 1, "loss": round(last_loss, 5), "lr": scheduler.get_last_lr()[0],
                            "images_per_s": round(rate, 1)}
-                    with open(os.path.join(run, "metrics.jsonl"), "a") as f:
-                        f.write(json.dumps(rec) + "\n")
+                    log_metrics(run, rec)
                     bar.set_postfix({"loss": f"{last_loss:.4f}", "images_per_s": f"{rate:.0f}"})
                     bar.write(f"step {step + 1}/{tc.iterations}: loss {last_loss:.4f}, {rate:.0f} images/s")
                 loss_sum, n_logged, n_images, t_log = 0.0, 0, 0, time.time()
@@ -289,13 +262,10 @@ def pretrain(cfg: PretrainConfig) -> dict:
                 save(step + 1)
             if bar:
                 bar.update(1)
-            if stop.requested and not last:
-                if bar:
-                    bar.close()
-                save(step + 1)
-                print(f"interrupted after step {step + 1}; continue with the same command plus resume=true")
-                cleanup()
-                return {"interrupted": True, "step": step + 1, "run": run}
+            if stopping and not last:
+                if saved_at != step + 1:
+                    save(step + 1)
+                return interrupted(d, run, step + 1, bar)
     if bar:
         bar.close()
 
@@ -304,7 +274,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         encoder = {f"encoder.{k}": v for k, v in mae.encoder.state_dict().items()}
         ckpt.save_weights(os.path.join(run, "encoder.safetensors"), encoder, {**meta, "step": tc.iterations})
         summary = {"run": run, "kind": "mae_pretrain", "model": cfg.model.name, "images": total, "sources": report,
-                   "iterations": tc.iterations, "final_loss": last_loss, "resumed_at": start if cfg.resume else None,
+                   "iterations": tc.iterations, "final_loss": last_loss, "resumed_at": start if resume_from else None,
                    "wall_s": round(time.time() - t_start, 1), "encoder": os.path.join(run, "encoder.safetensors"),
                    "config": dataclasses.asdict(cfg)}
         with open(os.path.join(run, "summary.json"), "w") as f:
