@@ -204,6 +204,19 @@ def test_benchmark_rows_paired_from_the_results_file_alone():
                       "reference_accuracy": 40.0, "delta": 60.0, "only_run": 3, "only_reference": 0,
                       "p_value": 0.25}
 
+    # A shortened recipe: its runs pair with the supervised run that shares their overrides, or
+    # with a named run (an ablation against its full variant).
+    short = ["train.iterations=2000"]
+    rows = [{**split, "algorithm": "supervised", "overrides": [], "seed": 2, "val_correct": "00000", "run": "sup"},
+            {**split, "algorithm": "supervised", "overrides": short, "seed": 2, "val_correct": "10000", "run": "sup_short"},
+            {**split, "algorithm": "sitfer", "overrides": short, "seed": 2, "val_correct": "11000", "run": "sitfer_full"},
+            {**split, "algorithm": "sitfer", "overrides": short + ["algorithm.levels=sem"], "seed": 2,
+             "val_correct": "11100", "run": "sitfer_sem"}]
+    refs = {r["algorithm"] + str(len(r["overrides"])): r["reference_accuracy"] for r in paired.paired_rows(rows)}
+    assert refs == {"supervised1": 0.0, "sitfer1": 20.0, "sitfer2": 20.0}
+    against_full = paired.paired_rows(rows, reference_run="full")
+    assert [(r["overrides"][-1], r["delta"]) for r in against_full if r["algorithm"] == "sitfer"] == [("algorithm.levels=sem", 20.0)]
+
 
 def test_temperature_scaling_lowers_nll_of_an_overconfident_model():
     g = torch.Generator().manual_seed(0)

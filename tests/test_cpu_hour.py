@@ -1,5 +1,6 @@
 """The options of the CPU-hour recipes: epochs, test-time mirror, cnn depths, and the
 throughput benchmark's FLOP count."""
+import copy
 import importlib.util
 import math
 import os
@@ -105,3 +106,31 @@ def test_amp_fast_is_bf16_only_where_the_hardware_has_it(monkeypatch):
     assert evaluate.resolve_amp("none", cpu) == "none"
     with pytest.raises(ValueError, match="expected auto, fast"):
         evaluate.resolve_amp("fp8", cpu)
+
+
+def test_channels_last_gradients_match_a_float64_reference():
+    # NHWC is a memory layout, not a different model: one step's gradients equal float64's.
+    torch.manual_seed(0)
+    model = create_model("cnn_fer", num_classes=7, in_chans=1, widths=(8, 16, 32, 64))
+    reference = copy.deepcopy(model).double()
+    nhwc = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    x, y = torch.randn(4, 1, 48, 48), torch.tensor([0, 1, 2, 3])
+    for net, inputs in ((nhwc, x), (reference, x.double())):
+        torch.nn.functional.cross_entropy(net(inputs)[1], y).backward()
+    for (name, p), (_, ref) in zip(nhwc.named_parameters(), reference.named_parameters()):
+        err = (p.grad.double() - ref.grad).abs().max() / ref.grad.abs().max().clamp(min=1e-12)
+        assert err < 1e-4, f"{name}: relative gradient error {err:.1e}"
+
+
+def test_channels_last_run_checkpoint_loads_into_a_plain_model(tmp_path):
+    from semifer.checkpoint import load_weights, split_prefix
+    from conftest import TINY
+
+    run = tmp_path / "run"
+    summary = train(load_config(None, TINY + [f"data.cache_dir={tmp_path / 'cache'}", f"out={run}",
+                                              "algorithm.name=supervised", "train.channels_last=true"]))
+    assert summary["iterations"] == 6
+    weights, _ = load_weights(str(run / "ckpt" / "last.safetensors"))  # written contiguous
+    fresh = create_model("cnn_small", num_classes=7, in_chans=1)
+    fresh.load_state_dict(split_prefix(weights, "model."))
+    assert all(torch.isfinite(v).all() for v in weights.values())

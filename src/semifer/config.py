@@ -80,6 +80,8 @@ class TrainConfig:
     clip_grad: float = 0.0             # max grad norm; 0 disables
     amp: str = "auto"                  # auto (bf16 on CUDA, none on CPU) | fast (bf16 on CUDA and on CPUs
                                        # with native bf16: AVX512-BF16 / AMX) | bf16 | fp16 | none
+    channels_last: bool = False        # NHWC weights and activations: with bf16 on CPU, 1.5x the images/s
+                                       # of NCHW for the CNNs (benchmarks/throughput.py)
     ema: float = 0.999                 # EMA of weights (0 disables); evaluated when eval_ema
     eval_ema: bool = True
     eval_flip: bool = False            # evaluate on the mean of each image's and its mirror's probabilities

@@ -101,6 +101,8 @@ def _train(cfg: Config) -> dict:
 
     # ---- model, algorithm, teacher, optimiser ----------------------------------------------
     model = build_model(cfg.model, len(data.classes), data.channels, dc.size).to(d.device)
+    if tc.channels_last:  # weights NHWC; convolutions then run NHWC whatever the input's layout
+        model = model.to(memory_format=torch.channels_last)
     algo_opts = {k: v for k, v in cfg.algorithm.items() if k != "name"}
     algo = create_algorithm(cfg.algorithm.get("name", "supervised"), len(data.classes), tc.iterations,
                             len(data.train_ids), **algo_opts)
