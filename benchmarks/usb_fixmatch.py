@@ -71,12 +71,14 @@ import torch.nn as nn
 
 from semifer.algorithms import create_algorithm
 from semifer.config import Config
+from semifer.data.prepare import TrainView
 from semifer.data.sampler import BatchStream
+from semifer.engine.diagnostics import step_scores
 from semifer.engine.evaluate import autocast
 from semifer.engine.optim import backward_step
 from semifer.engine.run import make_optimizer, param_groups
 from semifer.engine.schedule import warmup_cosine
-from semifer.engine.train import _views
+from semifer.engine.train import make_batch
 from semifer.models import create_model
 
 NUM_CLASSES = 7
@@ -286,6 +288,7 @@ def semifer_setup(args, images: np.ndarray, labels: np.ndarray, total_steps: int
         optimizer, lambda s: warmup_cosine(s, tc.iterations, tc.warmup, 0.0, 0.0))
     scaler = torch.amp.GradScaler(enabled=False)
     idx = np.arange(len(images))
+    view = TrainView(tuple(str(c) for c in range(NUM_CLASSES)), 1, images, labels, idx, idx)  # all labelled
     lb_stream = BatchStream(idx, tc.batch_size, seed=tc.seed * 1009, labels=labels)
     ub_stream = BatchStream(idx, tc.batch_size * tc.uratio, seed=tc.seed * 1009 + 500)
     aug_gen = torch.Generator().manual_seed(tc.seed * 7 + 13)
@@ -294,14 +297,8 @@ def semifer_setup(args, images: np.ndarray, labels: np.ndarray, total_steps: int
 
     def step():
         s = state["step"]
-        li = lb_stream.next()
-        batch = _views(images, li, {"x": "weak"}, aug_gen, dc, device, params=getattr(algo, "view_params", False))
-        batch["y"] = torch.from_numpy(labels[li]).to(device)
-        batch["x_idx"] = torch.from_numpy(li).to(device)
-        ui = ub_stream.next()
-        batch.update(_views(images, ui, algo.views, aug_gen, dc, device))
-        batch["u_idx"] = torch.from_numpy(ui).to(device)
-        batch["u_true"] = torch.from_numpy(labels[ui]).to(device)
+        li, ui = lb_stream.next(), ub_stream.next()
+        batch = make_batch(view, li, ui, algo, aug_gen, dc, device)
         with autocast(device, amp):
             out = algo.step(model, batch, s, teacher=None)
         if not bool(torch.isfinite(out.loss.detach())):
@@ -313,12 +310,9 @@ def semifer_setup(args, images: np.ndarray, labels: np.ndarray, total_steps: int
         logs = {"loss": float(out.loss.detach())}
         for k, v in out.logs.items():
             logs[k] = float(v.detach() if torch.is_tensor(v) else v)
+        logs.update(step_scores(out, torch.from_numpy(labels[ui]).to(device)))
         if out.pseudo_labels is not None:
-            mask = out.mask.float()
-            right = (out.pseudo_labels == batch["u_true"]).float()
-            logs.update(mask=float(mask.mean()), pl_acc_all=float(right.mean()),
-                        pl_acc=float((right * mask).sum() / mask.sum().clamp(min=1)))
-            torch.bincount(out.pseudo_labels[mask > 0].cpu(), minlength=NUM_CLASSES)
+            torch.bincount(out.pseudo_labels[out.mask > 0].cpu(), minlength=NUM_CLASSES)
         state["step"] = s + 1
         return logs["loss"]
 

@@ -1,8 +1,12 @@
 """semifer.algorithms: losses, masks and thresholds against hand arithmetic, every registered
 algorithm on a tiny net (parameters move, the unsupervised term alone has gradient, state
-round-trips), and threshold state kept identical across 2 CPU DDP processes."""
+round-trips), threshold state kept identical across 2 CPU DDP processes, and no algorithm able
+to reach the true labels of the unlabelled images or the test set."""
+import copy
+import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -356,3 +360,138 @@ def test_ddp_threshold_state_is_identical_across_ranks(on_ranks):
             assert torch.allclose(r0[name][key].float(), r1[name][key].float()), (name, key)
             assert torch.allclose(r0[name][key].float(), single[key].float(), atol=1e-6), (name, key)
         assert any(not torch.allclose(alone[k].float(), r0[name][k].float()) for k in alone), name
+
+
+# ---- the hidden truth stays in the engine ---------------------------------------------------
+
+POISON = -7  # the "true class" of every unlabelled image and every test label: no pixel, index or label is -7
+
+
+@pytest.fixture(scope="module")
+def poisoned(tmp_path_factory):
+    """Prepared synthetic data whose true labels of the unlabelled images (which equal their
+    train labels without label noise) and test labels are all ``POISON``."""
+    from semifer.config import DataConfig
+    from semifer.data.prepare import prepare
+
+    dc = DataConfig(train="synthetic:?n=120", size=32, labels_per_class=4,
+                    cache_dir=str(tmp_path_factory.mktemp("cache")))
+    data = prepare(dc)
+    for name in ("true_labels", "train_labels"):
+        labels = getattr(data, name).copy()
+        labels[data.unlabelled] = POISON
+        setattr(data, name, labels)
+    data.test_labels = np.full_like(data.test_labels, POISON)
+    return data, dc
+
+
+def _values(obj):
+    """Every tensor and array reachable from a view, a batch or a state dict."""
+    if isinstance(obj, dict):
+        return [v for x in obj.values() for v in _values(x)]
+    if isinstance(obj, (list, tuple)):
+        return [v for x in obj for v in _values(x)]
+    if dataclasses.is_dataclass(obj):
+        return _values(dataclasses.asdict(obj))
+    return [obj] if isinstance(obj, (np.ndarray, torch.Tensor)) else []
+
+
+@pytest.mark.parametrize("name", ALGORITHMS.names())
+def test_no_algorithm_can_reach_the_truth_of_unlabelled_images_or_the_test_set(name, poisoned):
+    from semifer.engine.train import make_batch
+    from semifer.models import create_model
+
+    data, dc = poisoned
+    view = data.train_view()
+    for hidden in ("true_labels", "train_labels", "test_images", "test_labels", "train_ids", "test_ids"):
+        assert not hasattr(view, hidden), hidden
+    labels = np.full(len(data.train_labels), -1)
+    labels[data.labelled] = data.train_labels[data.labelled]
+    assert np.array_equal(view.labels, labels)   # the labelled items keep their labels, nothing else has one
+
+    torch.manual_seed(0)
+    model = create_model("cnn_small", 7)
+    opts = {**OPEN.get(name, {}), **({"detector": "none"} if name == "facemix" else {})}
+    algo = create_algorithm(name, 7, total_steps=2, num_unlabelled=len(view.images), **opts)
+    algo.setup(model)
+    algo.setup_data(view)
+    teacher = copy.deepcopy(model) if algo.uses_teacher else None
+    ui = data.unlabelled[:8] if algo.views else None
+    batch = make_batch(view, data.labelled[:4], ui, algo, torch.Generator().manual_seed(0), dc, "cpu")
+    assert "u_true" not in batch and batch["y"].tolist() == data.train_labels[data.labelled[:4]].tolist()
+    for _ in range(2):
+        algo.step(model, batch, 0, teacher=teacher)
+    for value in _values(view) + _values(batch) + _values(algo.state_dict()):
+        t = value.detach().cpu() if torch.is_tensor(value) else torch.from_numpy(np.array(value))
+        assert not bool((t.double() == POISON).any())   # in float64: a uint8 pixel cannot wrap to -7
+
+
+def test_the_engine_hands_algorithms_only_the_view(tiny, monkeypatch):
+    """A real run: setup_data gets a TrainView, no batch carries a true label, and the engine
+    still logs the pseudo-label accuracy it scores itself."""
+    import json
+
+    from semifer.config import load_config
+    from semifer.data.prepare import TrainView
+    from semifer.engine.train import train
+
+    cls = ALGORITHMS.get("fixmatch")
+    seen = {"views": [], "keys": set()}
+    setup_data, step = cls.setup_data, cls.step
+
+    def spy_setup(self, data):
+        seen["views"].append(type(data))
+        return setup_data(self, data)
+
+    def spy_step(self, model, batch, step_, teacher=None):
+        seen["keys"] |= set(batch)
+        return step(self, model, batch, step_, teacher)
+
+    monkeypatch.setattr(cls, "setup_data", spy_setup)
+    monkeypatch.setattr(cls, "step", spy_step)
+    cfg = load_config(None, tiny + ["algorithm.name=fixmatch", "algorithm.tau=0.0", "train.iterations=2"])
+    train(cfg)
+    assert seen["views"] == [TrainView]
+    assert seen["keys"] == {"x", "y", "x_idx", "u_w", "u_s", "u_idx"}
+    logged = [json.loads(line) for line in open(f"{cfg.out}/metrics.jsonl")]
+    assert {"mask", "pl_acc", "pl_acc_all", "pl_count"} <= set(logged[0])
+
+
+def test_engine_scores_by_hand():
+    from semifer.algorithms.base import StepOutput
+    from semifer.engine.diagnostics import step_scores
+
+    truth = torch.tensor([0, 0, 2, 1])
+    out = StepOutput(torch.tensor(0.0), pseudo_labels=torch.tensor([0, 1, 2, 1]), mask=torch.tensor([1.0, 0, 1, 0]),
+                     levels={"text": (torch.tensor([1, 0, 2, 2]), torch.tensor([True, True, False, False]))},
+                     negatives=torch.tensor([[0, 1, 1], [0, 1, 0], [0, 0, 0], [1, 1, 0]], dtype=torch.bool))
+    scores = step_scores(out, truth)
+    # pseudo-labels right on 0, 2, 3 of 4; used (mask) on 0 and 2, both right
+    assert scores["pl_acc_all"] == 0.75 and scores["pl_acc"] == 1.0 and scores["mask"] == 0.5
+    # the text level is right on 1 and 2; masked on 0 and 1, of which 1 is right
+    assert scores["pl_acc_text"] == 0.5 and scores["pl_acc_text_masked"] == 0.5 and scores["mask_text"] == 0.5
+    # 5 complementary labels, of which one is a true class (image 3: class 1)
+    assert scores["snl_wrong"] == 1 and scores["snl_precision"] == pytest.approx(0.8)
+    assert list(scores) == ["pl_acc_text", "pl_acc_text_masked", "mask_text", "snl_wrong", "snl_precision",
+                            "mask", "pl_acc_all", "pl_acc"]   # the order they are logged in
+
+
+def test_teacher_flip_averages_the_pseudo_label_probabilities_of_image_and_mirror():
+    from semifer.algorithms.common import teacher_probs
+
+    class LeftRight(nn.Module):  # logits (left mean - right mean, 0): the mirror flips the sign
+        def forward(self, x):
+            w = x.shape[-1]
+            d = x[..., : w // 2].mean((1, 2, 3)) - x[..., w // 2:].mean((1, 2, 3))
+            return None, torch.stack([d, torch.zeros_like(d)], 1)
+
+    x = torch.zeros(1, 1, 2, 2)
+    x[..., 0] = 1.0                                         # left mean 1, right mean 0
+    plain = teacher_probs(LeftRight(), x)
+    assert plain[0, 0].item() == pytest.approx(math.exp(1) / (math.exp(1) + 1))
+    both = teacher_probs(LeftRight(), x, flip=True)         # (softmax(1, 0) + softmax(-1, 0)) / 2
+    assert both[0].tolist() == pytest.approx([0.5, 0.5])
+    batch = {"x": x, "y": torch.tensor([0]), "u_w": x, "u_s": x}
+    masks = [create_algorithm("ema_teacher", 2, 10, 4, teacher_flip=flip, tau=0.6)
+             .step(LeftRight(), batch, 0, teacher=LeftRight()).mask.tolist() for flip in (False, True)]
+    assert masks == [[1.0], [0.0]]                          # 0.73 > 0.6, the mirrored 0.5 is not

@@ -12,6 +12,7 @@ import torch.nn as nn
 from semifer.algorithms import create_algorithm
 from semifer.algorithms.dta_snl import (complementary_mask, correct_class_confidence, labelled_confidence_thresholds,
                                         negative_loss, self_adaptive_thresholds)
+from semifer.engine.diagnostics import step_scores
 from semifer.models import create_model
 from semifer.models.addons import (FeatureMapDropout, LocalAttention, attach_addons, region_index,
                                    split_addon_options)
@@ -107,7 +108,10 @@ def test_complementary_labels_never_hold_a_confident_true_class():
 def _batch():
     return {"x": rows([1, 0, 0]), "y": torch.tensor([0]),
             "u_w": rows([6, 0, 0], [0.5, 0, 0]),     # teacher confidences 0.995 and 0.452
-            "u_s": rows([1, 0, 0], [0, 0, 1]), "u_true": torch.tensor([0, 2])}
+            "u_s": rows([1, 0, 0], [0, 0, 1])}
+
+
+TRUTH = torch.tensor([0, 2])  # of the unlabelled batch: the engine's, never in the batch
 
 
 def test_self_adaptive_step_by_hand():
@@ -123,8 +127,10 @@ def test_self_adaptive_step_by_hand():
     assert all(close(out.logs[f"tau/{c}"], thresholds[c]) for c in range(K))
     assert q1[0] >= thresholds[0] > q2[0] and out.mask.tolist() == [1.0, 0.0]
     # the second image is below its threshold: classes 1 and 2 (q = 0.274 < 0.3) are negative
-    assert (out.logs["snl_samples"], out.logs["snl_labels"], out.logs["snl_wrong"]) == (1, 2, 1)
-    assert close(out.logs["snl_precision"], 0.5)   # class 2 is its true class
+    assert out.negatives.tolist() == [[False, False, False], [False, True, True]]
+    assert (out.logs["snl_samples"], out.logs["snl_labels"]) == (1, 2)
+    scores = step_scores(out, TRUTH)               # the engine scores them against the truth
+    assert scores["snl_wrong"] == 1 and close(scores["snl_precision"], 0.5)   # class 2 is its true class
     loss_x = -math.log(E / (E + 2))
     loss_pos = -math.log(E / (E + 2)) / 2
     loss_neg = (-math.log(1 - 1 / (E + 2)) - math.log(1 - E / (E + 2))) / 2
@@ -147,12 +153,13 @@ def test_labelled_step_by_hand():
     assert torch.allclose(algo.class_conf, torch.tensor(expected))
     assert torch.allclose(algo.thresholds, torch.tensor(expected))
     assert out.mask.tolist() == [1.0, 0.0]         # 0.452 < tau(0) = 0.560
-    assert "snl_precision" in out.logs and out.logs["snl_labels"] == 0   # no teacher prob < 0.05
+    assert out.logs["snl_labels"] == 0                                    # no teacher prob < 0.05
+    assert step_scores(out, TRUTH)["snl_precision"] == 1                  # no label: precision 1
 
     fixed = create_algorithm("dta_snl", K, dta="fixed", tau=0.5, snl=False)
     out = fixed.step(RowLogits(), _batch(), step=0, teacher=RowLogits())
     assert fixed.thresholds.tolist() == [0.5] * K and out.mask.tolist() == [1.0, 0.0]
-    assert "loss_neg" not in out.logs
+    assert "loss_neg" not in out.logs and out.negatives is None
     assert close(out.loss, -math.log(E / (E + 2)) * 1.5)
 
 
@@ -263,7 +270,7 @@ def test_negative_term_alone_has_gradient():
              "u_w": torch.randn(6, 1, 32, 32, generator=g), "u_s": torch.randn(6, 1, 32, 32, generator=g)}
     out = algo.step(model, batch, 0, teacher=teacher)
     assert out.mask.sum() == 0 and out.logs["snl_samples"] == 6 and out.logs["snl_labels"] == 12
-    assert "snl_precision" not in out.logs                    # no hidden truth given
+    assert "snl_precision" not in out.logs                    # the algorithm has no truth to score against
     grads = torch.autograd.grad(out.logs["loss_neg"], list(model.parameters()), allow_unused=True)
     assert any(gr is not None and gr.abs().sum() > 0 for gr in grads)
 

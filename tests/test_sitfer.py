@@ -14,6 +14,7 @@ import torch.nn as nn
 from semifer.algorithms import create_algorithm
 from semifer.algorithms.sitfer import (FusedPredictor, cosupervision_loss, fuse_mean, fuse_weighted, instance_scores,
                                        parse_levels, text_scores)
+from semifer.engine.diagnostics import step_scores
 from semifer.text import class_embeddings, class_texts, create_text_encoder, load_descriptions
 
 torch.set_num_threads(1)
@@ -138,14 +139,21 @@ def test_step_logs_every_level_and_respects_ablation():
     algo.setup(SimpleNamespace(num_features=3))
     algo.setup_data(SimpleNamespace(classes=("neutral", "happy", "sad"), labelled=[0, 1, 2, 3]))
     batch = {"x": torch.randn(4, 3), "y": torch.tensor([0, 1, 2, 0]), "x_idx": torch.tensor([0, 1, 2, 3]),
-             "u_w": torch.randn(6, 3), "u_s": torch.randn(6, 3), "u_true": torch.tensor([0, 1, 2, 0, 1, 2])}
+             "u_w": torch.randn(6, 3), "u_s": torch.randn(6, 3)}
     out = algo.step(net, batch, 0)
-    for name in ("sem", "text", "ins", "fused"):
-        assert f"pl_acc_{name}" in out.logs and f"pl_acc_{name}_masked" in out.logs
+    assert list(out.levels) == ["sem", "text", "ins", "fused"]   # every level, whatever is switched on
     # semantic only: the fused pseudo-label is the classifier's
     _, logits = net(batch["u_w"])
     assert torch.equal(out.pseudo_labels, logits.argmax(-1))
-    assert out.logs["pl_acc_fused"] == out.logs["pl_acc_sem"]
+    assert torch.equal(out.levels["fused"][0], out.levels["sem"][0])
+    # the engine scores each level against the truth it holds (tau = 0: every mask is full)
+    truth = torch.tensor([0, 1, 2, 0, 1, 2])
+    scores = step_scores(out, truth)
+    for name in ("sem", "text", "ins", "fused"):
+        right = (out.levels[name][0] == truth).float().mean().item()
+        assert scores[f"pl_acc_{name}"] == pytest.approx(right) == scores[f"pl_acc_{name}_masked"]
+        assert scores[f"mask_{name}"] == 1.0
+    assert scores["pl_acc_fused"] == scores["pl_acc_sem"] == scores["pl_acc_all"]
     # lambda_t = 0: the projection head gets no gradient
     out.loss.backward()
     assert algo.predictor.proj.weight.grad is None or algo.predictor.proj.weight.grad.abs().sum() == 0

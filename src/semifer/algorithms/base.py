@@ -6,9 +6,10 @@ its loss in ``step`` and never calls backward.
 
 Batch keys: ``x`` [B, C, H, W] labelled weak view, ``y`` [B] labels, and one key per entry of
 ``views`` for the unlabelled batch (e.g. ``u_w``, ``u_s``), plus ``x_idx`` and ``u_idx`` (indices
-of the labelled / unlabelled items in the train split, for per-sample state such as FlexMatch's)
-and ``u_true`` (the hidden true labels of the unlabelled batch: for diagnostics only, never in a
-loss).
+of the labelled / unlabelled items in the train split, for per-sample state such as FlexMatch's).
+An algorithm never sees the true labels of the unlabelled items, nor the test set: ``setup_data``
+gets a ``semifer.data.prepare.TrainView``, and the engine scores the pseudo-labels a step
+returns (``StepOutput``) against the truth it holds.
 """
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ class StepOutput:
     logs: dict[str, float] = field(default_factory=dict)
     pseudo_labels: torch.Tensor | None = None  # [uB] hard pseudo-labels, for diagnostics
     mask: torch.Tensor | None = None           # [uB] 1 where the pseudo-label was used
+    # more pseudo-labels to score, name -> (labels [uB], mask [uB]): e.g. SIT-FER's per level,
+    # logged as pl_acc_<name>, pl_acc_<name>_masked and mask_<name>
+    levels: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    negatives: torch.Tensor | None = None      # [uB, K] bool: complementary labels used (negative
+                                               # learning), logged as snl_wrong and snl_precision
 
 
 class Algorithm(nn.Module, abc.ABC):
@@ -58,8 +64,9 @@ class Algorithm(nn.Module, abc.ABC):
         parameters that depend on it (e.g. a projection head sized to the feature width)."""
 
     def setup_data(self, data) -> None:
-        """Called once with the prepared data (``semifer.data.prepare.Prepared``): per-image
-        properties an algorithm needs, such as face boxes, indexed by ``batch["x_idx"]``."""
+        """Called once with the training data as an algorithm sees it
+        (``semifer.data.prepare.TrainView``: no true label of an unlabelled item, no test set):
+        per-image properties an algorithm needs, such as face boxes, indexed by ``batch["x_idx"]``."""
 
     def sync(self) -> None:
         """Called after the optimiser step: all-reduce state that drives thresholds (DDP)."""

@@ -34,9 +34,10 @@ of about a thousand iterations want ``teacher_momentum=0.99 momentum=0.99``.
 
 Logs: ``loss_u`` is L_pos and ``loss_neg`` is L_neg, both with their graph; ``tau/<c>`` and
 ``tau_mean``; ``snl_samples`` (below-threshold samples given at least one complementary label),
-``snl_labels`` (complementary labels) and, when the engine supplies the hidden truth
-``batch["u_true"]`` (diagnostics only, never in a loss), ``snl_wrong`` (complementary labels that
-are the true class) and ``snl_precision`` = 1 - snl_wrong / snl_labels (1 when there is none).
+``snl_labels`` (complementary labels). The complementary labels are returned
+(``StepOutput.negatives``) and the engine scores them against the hidden truth: ``snl_wrong``
+(complementary labels that are the true class) and ``snl_precision`` = 1 - snl_wrong / snl_labels
+(1 when there is none).
 """
 import torch
 import torch.nn.functional as F
@@ -98,15 +99,10 @@ def negative_loss(student_probs: torch.Tensor, comp_mask: torch.Tensor, eps: flo
     return (terms * comp_mask).sum() / comp_mask.sum().clamp(min=1)
 
 
-def snl_logs(comp_mask: torch.Tensor, truth: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    """How many samples and labels SNL used; with the hidden truth, how many labels were wrong
-    (the true class) and the precision 1 - wrong / labels (1 with no label)."""
-    labels = comp_mask.sum()
-    logs = {"snl_samples": comp_mask.any(1).sum(), "snl_labels": labels}
-    if truth is not None:
-        wrong = comp_mask.gather(1, truth.long()[:, None]).sum()
-        logs.update(snl_wrong=wrong, snl_precision=1 - wrong / labels.clamp(min=1))
-    return logs
+def snl_logs(comp_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """How many samples and labels SNL used (their precision needs the hidden truth, which only
+    the engine holds: ``semifer.engine.diagnostics.negative_scores``)."""
+    return {"snl_samples": comp_mask.any(1).sum(), "snl_labels": comp_mask.sum()}
 
 
 @register_algorithm("dta_snl")
@@ -172,10 +168,11 @@ class DTASNL(Algorithm):
         loss = loss_x + self.lambda_u * loss_pos
         logs = {"loss_x": loss_x.detach(), "loss_u": loss_pos, "tau_mean": thresholds.mean(),
                 **{f"tau/{c}": t for c, t in enumerate(thresholds)}}
+        comp = None
         if self.snl:
             below = mask == 0
             comp = complementary_mask(probs_u, self.tau_neg, self.snl_mode, self.snl_k) & below[:, None]   # [uB, K]
             loss_neg = negative_loss(logits_s.float().softmax(-1), comp)
             loss = loss + self.lambda_n * loss_neg
-            logs.update(loss_neg=loss_neg, **snl_logs(comp, batch.get("u_true")))
-        return StepOutput(loss, logs, pseudo, mask)
+            logs.update(loss_neg=loss_neg, **snl_logs(comp))
+        return StepOutput(loss, logs, pseudo, mask, negatives=comp)

@@ -165,14 +165,14 @@ class FaceMix(MixRNG, Algorithm):
     def setup_data(self, data) -> None:
         if self.kappa != "iou":
             return  # image-similarity kappas need no boxes
-        n = len(data.train_images)
+        n = len(data.images)
         if self.detector == "none":  # every image gets the default box (kappa = 0 between them)
             boxes = np.full((n, 4), -1.0, np.float32)
         else:
             name = resolve_detector(self.detector)
-            path = (os.path.join(data.cache_dir, f"{data.train_cache_key}.boxes-{name}.npy")
-                    if data.cache_dir and data.train_cache_key else "")
-            boxes = cached_boxes(data.train_images, data.labelled, path, name, self.detector_options)
+            path = (os.path.join(data.cache_dir, f"{data.cache_key}.boxes-{name}.npy")
+                    if data.cache_dir and data.cache_key else "")
+            boxes = cached_boxes(data.images, data.labelled, path, name, self.detector_options)
         found = boxes[data.labelled, 0] >= 0
         print(f"facemix: exactly one face in {int(found.sum())}/{len(found)} labelled images; "
               f"the rest use the default box {self.default_box}")

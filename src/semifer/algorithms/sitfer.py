@@ -17,7 +17,8 @@ Loss: L = L_s + lambda_t L_t + lambda_u L_u with L_s = CE(z(x), y), the text co-
 L_t = CE(<f(x), t_c> / T, y) and L_u = masked CE(z(u_s), y^) on the strong view.
 
 ``levels`` and ``lambda_t`` switch levels and the co-supervision on and off for the ablation;
-every level's pseudo-label accuracy against ``u_true`` is logged whatever is switched on.
+every level's pseudo-labels are returned (``StepOutput.levels``) whatever is switched on, and the
+engine logs their accuracy against the hidden truth.
 See docs/sitfer.md.
 """
 from __future__ import annotations
@@ -295,22 +296,17 @@ class SITFER(Algorithm):
         loss = loss_s + self.lambda_u * loss_u + (self.lambda_t * loss_t if self.lambda_t > 0 else 0.0)
         logs = {"loss_x": loss_s.detach(), "loss_t": loss_t.detach(), "loss_u": loss_u,
                 "buffer_size": float(self.mem_valid.sum() + self.pl_valid.sum())}
-        logs.update(self.level_diagnostics(scores, p_hat, batch.get("u_true")))
-        return StepOutput(loss, logs, pseudo, mask)
+        return StepOutput(loss, logs, pseudo, mask, levels=self.level_pseudo_labels(scores, p_hat))
 
     @torch.no_grad()
-    def level_diagnostics(self, scores: dict, p_hat: torch.Tensor, truth: torch.Tensor | None) -> dict:
-        """Accuracy of each level's pseudo-labels against the hidden truth (all samples, and those
-        whose own confidence reaches tau) and each level's mask ratio. Diagnostics only."""
-        if truth is None:
-            return {}
+    def level_pseudo_labels(self, scores: dict, p_hat: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Each level's pseudo-labels and the fused ones, with whether their own confidence
+        reaches tau: {level: (labels [uB], mask [uB])}. The engine scores them against the hidden
+        truth (``pl_acc_<level>``, ``pl_acc_<level>_masked``, ``mask_<level>``); diagnostics only."""
         out = {}
         for name, p in [*((lv, scores[lv][1]) for lv in LEVELS), ("fused", p_hat)]:
             conf, lab = p.max(-1)
-            right, m = (lab == truth).float(), (conf >= self.tau).float()
-            out[f"pl_acc_{name}"] = float(right.mean())
-            out[f"pl_acc_{name}_masked"] = float((right * m).sum() / m.sum().clamp(min=1))
-            out[f"mask_{name}"] = float(m.mean())
+            out[name] = (lab, conf >= self.tau)
         return out
 
     # prediction -------------------------------------------------------------------------------

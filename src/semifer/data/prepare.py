@@ -16,6 +16,8 @@ from semifer.data.cache import decode_split
 
 @dataclass
 class Prepared:
+    """Everything the engine holds about the data, the hidden truth and the test set included;
+    an algorithm gets ``train_view()`` only."""
     classes: tuple[str, ...]
     channels: int
     train_ids: list[str]
@@ -32,6 +34,32 @@ class Prepared:
     cache_dir: str = ""            # where the decoded arrays live (per-image caches go beside them)
     train_cache_key: str = ""      # key of the decoded train array in cache_dir
     test_ids: list[str] = field(default_factory=list)   # one per test image, for per-image outputs
+
+    def train_view(self) -> TrainView:
+        """What an algorithm may see (``TrainView``); the engine keeps the rest."""
+        labels = np.full(len(self.train_labels), -1, dtype=self.train_labels.dtype)
+        labels[self.labelled] = self.train_labels[self.labelled]
+        return TrainView(self.classes, self.channels, self.train_images, labels, self.labelled.copy(),
+                         self.unlabelled.copy(), self.cache_dir, self.train_cache_key)
+
+
+@dataclass(frozen=True)
+class TrainView:
+    """The training data as an algorithm sees it (``Algorithm.setup_data``): the train split's
+    images, the labelled items with their labels, the unlabelled items without. No true label of
+    an unlabelled item and no test set: the engine scores pseudo-labels against the truth it
+    holds. No item ids either: a folder dataset's ids name the class (``happy/0001.png``).
+    Batch indices (``batch["x_idx"]``, ``batch["u_idx"]``) index ``images`` and ``labels``;
+    under ``data.protocol=kfold`` ``images`` also holds the held-out fold's rows, which no index
+    of the view or of a batch points at."""
+    classes: tuple[str, ...]
+    channels: int
+    images: np.ndarray             # [N, H, W, C] uint8, the train split
+    labels: np.ndarray             # [N] training label of each labelled item (label noise applied), -1 elsewhere
+    labelled: np.ndarray           # indices into the train split
+    unlabelled: np.ndarray
+    cache_dir: str = ""            # where the decoded arrays live (per-image caches go beside them)
+    cache_key: str = ""            # key of the decoded train array in cache_dir
 
 
 def _open_test(cfg, train: Split) -> Split:

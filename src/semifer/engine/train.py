@@ -4,7 +4,8 @@ Per step: draw labelled (and unlabelled) indices, gather uint8 images, build the
 algorithm declares, ``loss = algorithm.step(...)`` under autocast, backward, clip, optimiser and
 schedule step, EMA update, algorithm state sync; periodically log, evaluate and checkpoint.
 What every run shares with MAE pre-training (lock, resume, optimiser and schedule, stop flag,
-checkpoints) is in ``engine/run.py``.
+checkpoints) is in ``engine/run.py``. The algorithm sees the data through a ``TrainView``; the
+true labels of the unlabelled batch stay here and score the pseudo-labels a step returns.
 """
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ from semifer.algorithms import create_algorithm
 from semifer.engine.optim import backward_step
 from semifer.engine.preflight import check_config
 from semifer.config import Config, to_dict
-from semifer.data.prepare import Prepared, prepare
+from semifer.data.prepare import Prepared, TrainView, prepare
 from semifer.data.sampler import BatchStream
 from semifer.data.transforms import normalize, strong_options, strong_view, weak_view
 from semifer.engine import run_dir
+from semifer.engine.diagnostics import step_scores
 from semifer.engine.distributed import cleanup
 from semifer.engine.evaluate import autocast, predict_probs, write_eval
 from semifer.engine.model_io import FusedModel, model_meta
@@ -56,6 +58,21 @@ def _views(images: np.ndarray, idx: np.ndarray, names: dict[str, str], gen: torc
             raise ValueError(f"unknown view {kind!r} for {key!r}; expected weak, strong or none")
         out[key] = normalize(v, dc.mean, dc.std)
     return out
+
+
+def make_batch(view: TrainView, li: np.ndarray, ui: np.ndarray | None, algo, gen: torch.Generator, dc,
+               device) -> dict[str, torch.Tensor]:
+    """What ``algo.step`` gets, built from the algorithm's view of the data alone: the labelled
+    batch ``li`` (weak view ``x``, labels ``y``, indices ``x_idx``, and ``x_theta`` when the
+    algorithm asks for ``view_params``), and the unlabelled batch ``ui`` (the views ``algo.views``
+    declares, indices ``u_idx``). No true label of an unlabelled image can get in: the view has none."""
+    batch = _views(view.images, li, {"x": "weak"}, gen, dc, device, params=getattr(algo, "view_params", False))
+    batch["y"] = torch.from_numpy(view.labels[li]).to(device)
+    batch["x_idx"] = torch.from_numpy(li).to(device)
+    if ui is not None:
+        batch.update(_views(view.images, ui, algo.views, gen, dc, device))
+        batch["u_idx"] = torch.from_numpy(ui).to(device)
+    return batch
 
 
 def _print_counts(data: Prepared) -> None:
@@ -107,7 +124,8 @@ def _train(cfg: Config) -> dict:
     algo = create_algorithm(cfg.algorithm.get("name", "supervised"), len(data.classes), tc.iterations,
                             len(data.train_ids), **algo_opts)
     algo.setup(model)
-    algo.setup_data(data)
+    view = data.train_view()  # all an algorithm sees: no true label of an unlabelled image, no test set
+    algo.setup_data(view)
     algo.to(d.device)
     use_ema = tc.ema > 0 or algo.uses_teacher
     ema = None
@@ -181,16 +199,8 @@ def _train(cfg: Config) -> dict:
     with StopFlag() as stop:
         for step in range(start, tc.iterations):
             li = lb_stream.next()
-            batch = _views(data.train_images, li, {"x": "weak"}, aug_gen, dc, d.device,
-                           params=getattr(algo, "view_params", False))
-            batch["y"] = torch.from_numpy(data.train_labels[li]).to(d.device)
-            batch["x_idx"] = torch.from_numpy(li).to(d.device)
-            if semi:
-                ui = ub_stream.next()
-                batch.update(_views(data.train_images, ui, algo.views, aug_gen, dc, d.device))
-                batch["u_idx"] = torch.from_numpy(ui).to(d.device)
-                # hidden truth of the unlabelled batch: for diagnostics only, never in a loss
-                batch["u_true"] = torch.from_numpy(data.true_labels[ui]).to(d.device)
+            ui = ub_stream.next() if semi else None
+            batch = make_batch(view, li, ui, algo, aug_gen, dc, d.device)
             with autocast(d.device, amp):
                 out = algo.step(net, batch, step, teacher=ema.module if algo.uses_teacher else None)
             nonfinite, stopping = stop_flags(d, out.loss, stop)
@@ -206,14 +216,13 @@ def _train(cfg: Config) -> dict:
             sums["loss"] += float(out.loss.detach())
             for k, v in out.logs.items():
                 sums[k] += float(v.detach() if torch.is_tensor(v) else v)
-            if out.pseudo_labels is not None:
-                truth = batch["u_true"]
-                mask = out.mask.float() if out.mask is not None else torch.ones_like(truth, dtype=torch.float)
-                right = (out.pseudo_labels == truth).float()
-                sums["mask"] += float(mask.mean())
-                sums["pl_acc_all"] += float(right.mean())
-                sums["pl_acc"] += float((right * mask).sum() / mask.sum().clamp(min=1))
-                pl_counts += torch.bincount(out.pseudo_labels[mask > 0].cpu(), minlength=len(data.classes)).float()
+            if semi:  # the truth of the unlabelled batch: held here, never in the batch
+                truth = torch.from_numpy(data.true_labels[ui]).to(d.device)
+                for k, v in step_scores(out, truth).items():
+                    sums[k] += v
+                if out.pseudo_labels is not None:
+                    used = out.pseudo_labels if out.mask is None else out.pseudo_labels[out.mask > 0]
+                    pl_counts += torch.bincount(used.cpu(), minlength=len(data.classes)).float()
             n_logged += 1
 
             last = step + 1 == tc.iterations
