@@ -51,14 +51,14 @@ def on_ranks(tmp_path):
 @pytest.fixture
 def interrupt_at(monkeypatch):
     """``interrupt_at(n)``: deliver a real SIGINT from inside the training loop when the labelled
-    stream (batch size 8 in TINY) is drawn the n-th time; ``monkeypatch.undo()`` removes it."""
+    stream is drawn the n-th time; ``monkeypatch.undo()`` removes it."""
     import semifer.engine.train as train_mod
 
     def arm(n_calls: int) -> None:
         original, calls = train_mod.BatchStream.next, {"n": 0}
 
         def next_(self):
-            if self.batch_size == 8:  # the labelled stream
+            if self.name == "labelled":
                 calls["n"] += 1
                 if calls["n"] == n_calls:
                     os.kill(os.getpid(), signal.SIGINT)

@@ -23,6 +23,20 @@ def test_cited_methods_sections_exist():
     assert cited and cited <= headings, f"sections cited {sorted(cited)}, present {sorted(headings)}"
 
 
+def test_a_cited_methods_section_summarises_the_paper_cited_with_it():
+    """``(Song et al., arXiv 2410.17622; docs/methods.md section 1)``: section 1 is that paper's."""
+    text = (ROOT / "docs" / "methods.md").read_text()
+    sections = dict(re.findall(r"^## (\d+)\.(.*?)(?=^## |\Z)", text, re.M | re.S))
+    pairs = set()
+    for f in [ROOT / "README.md", *(ROOT / "src").rglob("*.py"), *(ROOT / "recipes").glob("*.yaml"),
+              *(ROOT / "docs").glob("*.md")]:
+        pairs |= set(re.findall(r"arXiv (\d{4}\.\d{4,5})[^;)]*;[^;]{0,60}?methods\.md\)?\s+section\s+(\d+)",
+                                f.read_text()))
+    assert len(pairs) >= 2, pairs  # SSFER and DTA+SNL are cited this way
+    for arxiv, section in sorted(pairs):
+        assert arxiv in sections[section], f"arXiv {arxiv} cited with methods.md section {section}, another paper's"
+
+
 def test_readme_says_how_to_reach_the_command_and_the_data():
     text = (ROOT / "README.md").read_text()
     assert "source .venv/bin/activate" in text and ".venv/bin/semifer" in text

@@ -183,6 +183,17 @@ def test_random_encoder_fixed_per_text():
     assert not torch.allclose(ea, create_text_encoder("random", dim=64, seed=2).encode(["x", "y"]))
 
 
+def test_each_text_encoder_takes_only_its_own_options():
+    from semifer.text import text_encoder_options
+
+    given = dict(model="ViT-B-32", checkpoint_path=None, pretrained="openai", dim=8)
+    assert text_encoder_options("random", given) == {"dim": 8}
+    assert text_encoder_options("minilm", given) == {}
+    assert text_encoder_options("clip", given) == dict(model="ViT-B-32", checkpoint_path=None, pretrained="openai")
+    # SIT-FER holds every encoder's settings and hands the chosen one its own
+    assert create_algorithm("sitfer", 3, text_encoder="random", text_dim=8, text_model="ViT-B-32").encoder.dim == 8
+
+
 def test_clip_refuses_to_download():
     with pytest.raises((ImportError, FileNotFoundError), match="clip"):
         create_text_encoder("clip", checkpoint_path="/nonexistent/clip.bin")

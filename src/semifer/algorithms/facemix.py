@@ -108,18 +108,14 @@ def detect_boxes(images: np.ndarray, indices: np.ndarray, detector) -> np.ndarra
     return out
 
 
-def cached_boxes(images: np.ndarray, indices: np.ndarray, path: str, detector_name: str,
-                 detector_options: dict | None = None) -> np.ndarray:
-    """Boxes [N, 4] for the whole split, computing (and caching in ``path``) the rows of
-    ``indices`` not yet known; rows never asked for stay NaN."""
+def cached_boxes(images: np.ndarray, indices: np.ndarray, path: str, detector) -> np.ndarray:
+    """Boxes [N, 4] for the whole split, computing with ``detector`` (and caching in ``path``)
+    the rows of ``indices`` not yet known; rows never asked for stay NaN."""
     boxes = np.load(path) if path and os.path.exists(path) else np.full((len(images), 4), np.nan, np.float32)
     if len(boxes) != len(images):
         raise ValueError(f"face-box cache {path} has {len(boxes)} rows for {len(images)} images; delete it")
     todo = np.asarray([i for i in indices if np.isnan(boxes[i, 0])], dtype=np.int64)
     if len(todo):
-        from semifer.data.faces import create_detector
-
-        detector = create_detector(detector_name, **(detector_options or {}))
         print(f"facemix: detecting faces in {len(todo)} images with {type(detector).__name__} (cached in {path})")
         boxes[todo] = detect_boxes(images, todo, detector)
         if path:
@@ -128,17 +124,15 @@ def cached_boxes(images: np.ndarray, indices: np.ndarray, path: str, detector_na
     return boxes
 
 
-def resolve_detector(name: str) -> str:
-    """``auto`` -> the first installed detector of ``AUTO_ORDER`` (its name keys the box cache)."""
-    if name != "auto":
-        return name
-    from semifer.data.faces import AUTO_ORDER, DETECTORS
+def build_detector(name: str, options: dict | None = None):
+    """The detector that finds the boxes: ``create_detector`` (``auto``: the first installed one
+    that imports); its registered ``name`` keys the box cache."""
+    from semifer.data.faces import create_detector
 
-    for cand in AUTO_ORDER:
-        if DETECTORS.get(cand).available():
-            return cand
-    raise RuntimeError("facemix: no face detector is installed; install facenet-pytorch (mtcnn) or "
-                       "scikit-image (lbp), or pass algorithm.detector=none for default boxes")
+    try:
+        return create_detector(name, **(options or {}))
+    except RuntimeError as e:  # none installed, or the one named is not
+        raise RuntimeError(f"facemix: {e}; or pass algorithm.detector=none for default boxes") from None
 
 
 @register_algorithm("facemix")
@@ -169,10 +163,10 @@ class FaceMix(MixRNG, Algorithm):
         if self.detector == "none":  # every image gets the default box (kappa = 0 between them)
             boxes = np.full((n, 4), -1.0, np.float32)
         else:
-            name = resolve_detector(self.detector)
-            path = (os.path.join(data.cache_dir, f"{data.cache_key}.boxes-{name}.npy")
+            detector = build_detector(self.detector, self.detector_options)
+            path = (os.path.join(data.cache_dir, f"{data.cache_key}.boxes-{detector.name}.npy")
                     if data.cache_dir and data.cache_key else "")
-            boxes = cached_boxes(data.images, data.labelled, path, name, self.detector_options)
+            boxes = cached_boxes(data.images, data.labelled, path, detector)
         found = boxes[data.labelled, 0] >= 0
         print(f"facemix: exactly one face in {int(found.sum())}/{len(found)} labelled images; "
               f"the rest use the default box {self.default_box}")

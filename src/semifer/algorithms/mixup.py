@@ -1,6 +1,7 @@
 """Mixup (Zhang et al., "mixup: Beyond Empirical Risk Minimization", ICLR 2018) as SSFER pairs it
-(docs/methods.md section 1, stage II): each labelled image is mixed with the image at the mirrored
-position of the batch (the reversed batch), with one lam ~ Beta(alpha, alpha) per batch:
+(Song et al., arXiv 2410.17622, stage II; docs/methods.md section 1): each labelled image is mixed
+with the image at the mirrored position of the batch (the reversed batch), with one
+lam ~ Beta(alpha, alpha) per batch:
 
     x~ = lam x_i + (1 - lam) x_j,   y~ = lam y_i + (1 - lam) y_j          (SSFER eq. 6)
 

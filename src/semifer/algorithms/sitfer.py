@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from semifer.algorithms.base import Algorithm, StepOutput, register_algorithm
 from semifer.algorithms.common import all_gather_cat, confidence_mask, masked_ce
-from semifer.text import DEFAULT_TEMPLATE, class_embeddings, class_texts, create_text_encoder
+from semifer.text import DEFAULT_TEMPLATE, class_embeddings, class_texts, create_text_encoder, text_encoder_options
 
 LEVELS = ("sem", "text", "ins")
 
@@ -176,13 +176,8 @@ class SITFER(Algorithm):
         self.ins_warmup, self.aggregation, self.knn_k = ins_warmup, aggregation, knn_k
         self.ins_pseudo_cap, self.ins_tau, self.proj_hidden = ins_pseudo_cap, tau if ins_tau is None else ins_tau, proj_hidden
         self.text_template, self.descriptions, self.text_cache_dir = text_template, descriptions, text_cache_dir
-        if text_encoder == "clip":
-            enc_kw = dict(model=text_model, checkpoint_path=text_checkpoint, pretrained=text_pretrained)
-        elif text_encoder == "random":
-            enc_kw = dict(dim=text_dim)
-        else:
-            enc_kw = {}
-        self.encoder = create_text_encoder(text_encoder, **enc_kw)
+        given = dict(model=text_model, checkpoint_path=text_checkpoint, pretrained=text_pretrained, dim=text_dim)
+        self.encoder = create_text_encoder(text_encoder, **text_encoder_options(text_encoder, given))
         self.predictor: FusedPredictor | None = None
 
     # hooks ------------------------------------------------------------------------------------

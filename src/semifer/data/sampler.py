@@ -12,9 +12,10 @@ class BatchStream:
     All randomness comes from the stream's own generator, whose state is saved in checkpoints."""
 
     def __init__(self, indices: np.ndarray, batch_size: int, seed: int,
-                 labels: np.ndarray | None = None, balanced: bool = False):
+                 labels: np.ndarray | None = None, balanced: bool = False, name: str = ""):
         if len(indices) == 0:
-            raise ValueError("cannot draw batches from an empty index set")
+            raise ValueError(f"cannot draw {name + ' ' if name else ''}batches from an empty index set")
+        self.name = name  # what the stream draws ("labelled", "unlabelled"), for errors and tests
         self.indices = np.asarray(indices)
         self.batch_size = batch_size
         self.balanced = balanced

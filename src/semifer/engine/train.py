@@ -143,7 +143,7 @@ def _train(cfg: Config) -> dict:
     if algo.views and not semi:
         raise ValueError(f"algorithm {cfg.algorithm.get('name')!r} needs unlabelled data, but the unlabelled set is empty")
     lb_stream = BatchStream(data.labelled, tc.batch_size, seed=tc.seed * 1009 + d.rank,
-                            labels=data.train_labels, balanced=dc.sampler == "balanced")
+                            labels=data.train_labels, balanced=dc.sampler == "balanced", name="labelled")
     ub_stream = BatchStream(data.unlabelled, tc.batch_size * tc.uratio, seed=tc.seed * 1009 + 500 + d.rank) if semi else None
     aug_gen = aug_generator(tc.seed, d.rank)
     parts = {"algorithm": algo, "lb_stream": lb_stream, "ub_stream": ub_stream}  # checkpointed with the run

@@ -1,5 +1,5 @@
-"""Backbone add-ons for DTA+SNL (docs/methods.md section 3): local attention over regions of the
-feature map, and feature-map dropout of whole regions or channels.
+"""Backbone add-ons for DTA+SNL (Cai et al., arXiv 2601.05556; docs/methods.md section 3): local
+attention over regions of the feature map, and feature-map dropout of whole regions or channels.
 
 Both act on the unpooled backbone output that ``FERClassifier.neck`` sees: a CNN map
 [B, C, h, w] or ViT tokens [B, N, D], whose ``num_prefix_tokens`` class/register tokens pass

@@ -4,7 +4,7 @@ Both load through ``model.checkpoint_path`` (``create_model(..., checkpoint_path
 ``load_backbone_checkpoint`` calls :func:`adapt_state_dict` to turn the published format into
 the backbone's keys, then prints a report of the keys loaded, dropped, missing and unexpected.
 
-* MAE (He et al. 2022) and SSFER (Song et al., docs/methods.md section 1) publish a torch file
+* MAE (He et al. 2022) and SSFER (Song et al., arXiv 2410.17622; docs/methods.md section 1) publish a torch file
   ``{"model": state_dict}`` with timm-style ViT keys (``cls_token``, ``pos_embed``,
   ``patch_embed.proj.*``, ``blocks.N.*``, ``norm.*``), plus, in the pre-training checkpoints,
   the decoder (``decoder_*``) and ``mask_token``. The decoder and mask token are dropped; the

@@ -1,5 +1,5 @@
 """Masked autoencoder (He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022),
-SSFER's stage I (docs/methods.md section 1).
+stage I of SSFER (Song et al., arXiv 2410.17622; docs/methods.md section 1).
 
 The encoder IS the classifier's backbone: a timm ``VisionTransformer`` (semifer's ``vit_*_p8`` or
 any timm ViT), used through its own ``patch_embed``, ``cls_token``, ``pos_embed``, ``blocks`` and

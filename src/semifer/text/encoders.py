@@ -32,6 +32,7 @@ class TextEncoder(abc.ABC):
 
     name: str = ""
     cacheable: bool = True   # worth caching on disk (a network forward), unlike random vectors
+    options: tuple[str, ...] = ()  # constructor options a user picks (SIT-FER's text_* settings)
 
     @property
     @abc.abstractmethod
@@ -101,6 +102,7 @@ class ClipEncoder(TextEncoder):
     ``openai``) is looked up in the local Hugging Face / open_clip cache only."""
 
     name = "clip"
+    options = ("model", "checkpoint_path", "pretrained")
 
     def __init__(self, model: str = "ViT-B-32", checkpoint_path: str | None = None,
                  pretrained: str = "openai", device: str = "cpu"):
@@ -147,6 +149,7 @@ class RandomEncoder(TextEncoder):
 
     name = "random"
     cacheable = False
+    options = ("dim",)
 
     def __init__(self, dim: int = 512, seed: int = 0):
         if dim < 1:
@@ -203,6 +206,12 @@ def _hub_offline():
 def create_text_encoder(name: str = "minilm", **kw) -> TextEncoder:
     """Build a registered text encoder; options left at None are dropped."""
     return TEXT_ENCODERS.get(name)(**{k: v for k, v in kw.items() if v is not None})
+
+
+def text_encoder_options(name: str, given: dict) -> dict:
+    """The entries of ``given`` that encoder ``name`` takes (its ``options``): a caller holding
+    every encoder's settings passes each encoder only its own."""
+    return {k: v for k, v in given.items() if k in TEXT_ENCODERS.get(name).options}
 
 
 def list_text_encoders() -> list[str]:

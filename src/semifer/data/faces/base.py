@@ -1,9 +1,10 @@
 """The detector interface, its registry, and the image conversions every detector relies on.
 
-A detector is a class registered with ``@register_detector(name)``; ``detect(image)`` takes an
-RGB uint8 array [H, W, 3] and returns a list of :class:`Face` (empty when there is none). Its
-static ``available()`` says whether its optional dependency is installed, so ``"auto"`` can
-pick the best one present without importing the others' heavy libraries.
+A detector is a class registered with ``@register_detector(name)``, which it keeps as ``name``;
+``detect(image)`` takes an RGB uint8 array [H, W, 3] and returns a list of :class:`Face` (empty
+when there is none). Its static ``available()`` says whether its optional dependency is
+installed, so ``"auto"`` can pick the best one present without importing the others' heavy
+libraries, and the ``name`` of what it built says which it picked.
 """
 from __future__ import annotations
 
@@ -18,7 +19,16 @@ from semifer.data.base import DataError
 from semifer.registry import Registry
 
 DETECTORS: Registry[type] = Registry("detector")
-register_detector = DETECTORS.register
+
+
+def register_detector(name: str):
+    """Class decorator: register a detector under ``name`` and set ``cls.name = name``."""
+    def deco(cls: type) -> type:
+        cls.name = name
+        return DETECTORS.register(name)(cls)
+    return deco
+
+
 AUTO_ORDER = ("mediapipe", "mtcnn", "haar", "lbp")  # best first; yolo_face needs a weights file
 
 
