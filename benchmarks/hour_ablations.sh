@@ -3,7 +3,10 @@
 # (recipes/fer2013_cpu_hour_ssl.yaml at 2,000 steps, bf16 + channels_last where the CPU has
 # native bf16), 100 labels per class, split SEED. Rows go to benchmarks/results/fer2013_ablations.jsonl;
 # `python benchmarks/paired.py benchmarks/results/fer2013_ablations.jsonl --markdown` makes the table.
-#   bash benchmarks/hour_ablations.sh DATA_DIR SEED [group ...]   groups: baselines sitfer dta ssfer
+#   bash benchmarks/hour_ablations.sh DATA_DIR SEED [group ...]
+# groups: baselines sitfer dta ssfer (the papers' defaults), dta_floor freematch_floor (the
+# self-adaptive thresholds floored at 0.7, not in the papers: at their 1/K start they pass every
+# pseudo-label and the run collapses)
 set -euo pipefail
 DATA=${1:?FER2013 folder (train/, val/)}; SEED=${2:-0}; shift 2 || true
 GROUPS_=${*:-baselines sitfer dta ssfer}
@@ -30,9 +33,14 @@ for group in $GROUPS_; do
     dta)
       bench abl_snl dta_snl
       bench abl_nosnl dta_snl algorithm.snl=false ;;
+    dta_floor)
+      bench abl_snl_tmin70 dta_snl algorithm.teacher_momentum=0.99 algorithm.tau_min=0.7
+      bench abl_nosnl_tmin70 dta_snl algorithm.teacher_momentum=0.99 algorithm.tau_min=0.7 algorithm.snl=false ;;
+    freematch_floor)
+      bench abl_tmin70 freematch algorithm.tau_min=0.7 ;;
     ssfer)  # stage II (FaceMix on the labels) -> stage III (EMA teacher from II's weights)
       bench abl_ii facemix
       bench abl_ii_iii ema_teacher "model.init=$PWD/runs/bench/fer2013/facemix_lpc100_s${SEED}abl_ii/ckpt/last.safetensors" ;;
-    *) echo "unknown group $group (baselines sitfer dta ssfer)" >&2; exit 2 ;;
+    *) echo "unknown group $group (baselines sitfer dta ssfer dta_floor freematch_floor)" >&2; exit 2 ;;
   esac
 done
