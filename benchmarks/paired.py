@@ -32,8 +32,9 @@ def reference_for(row: dict, rows: list[dict], reference: str, reference_run: st
     specific such subset: a shortened recipe's supervised row for the shortened recipe's runs)."""
     same = [r for r in rows if r is not row and split_key(r) == split_key(row)
             and r["val_fingerprint"] == row["val_fingerprint"]]
-    if reference_run:
-        same = [r for r in same if reference_run in os.path.basename(r["run"])]
+    if reference_run:  # the run of that exact folder name, else those whose name contains it
+        exact = [r for r in same if os.path.basename(r["run"]) == reference_run]
+        same = exact or [r for r in same if reference_run in os.path.basename(r["run"])]
     else:
         same = [r for r in same if r["algorithm"] == reference and set(r["overrides"]) <= set(row["overrides"])]
     return max(same, key=lambda r: len(r["overrides"]), default=None)
