@@ -94,3 +94,35 @@ def test_reader_rejects_bad_options():
         reader("", colour="1")
     with pytest.raises(IndexError):
         reader("", split="test", n="2").load(2)
+
+
+def test_style_options_change_expressions_not_labels_and_name_the_cache():
+    reader = DATASETS.get("synthetic")
+    plain = reader("", split="train", n="40", size="32")
+    clear = reader("", split="train", n="40", size="32", intensity="0.6", blend="0")
+    assert plain.name == "synthetic:n=40,seed=0,size=32,color=0,imbalance=0/train"  # as before styles existed
+    assert clear.name == "synthetic:n=40,seed=0,size=32,color=0,imbalance=0,intensity=0.6,blend=0/train"
+    assert np.array_equal(plain.labels, clear.labels)  # the label is the first draw of every face
+    assert not np.array_equal(plain.load(0), clear.load(0))
+    assert np.array_equal(plain.load(5), synthetic.generate(6, size=32, style=synthetic.DEFAULT_STYLE)[0][5])
+    for bad in ({"blend": "1.5"}, {"intensity": "nan"}, {"occlusion": "-0.1"}):
+        with pytest.raises(DataError, match="expected a number in \\[0, 1\\]"):
+            reader("", **bad)
+
+
+def test_intensity_floor_and_no_blend_keep_every_face_near_its_class_target():
+    happy = BASIC7.index("happy")
+    clear = synthetic.Style(intensity=0.6, blend=0.0)
+    # corner = intensity * 1.0 + N(0, 0.07) for a happy face without a blend: >= 0.6 - 5 sd
+    corners = [synthetic._expression(synthetic._rng(0, "train", i), happy, clear)["corner"] for i in range(300)]
+    assert min(corners) > 0.25
+    # at the default floor 0.3 (and 10 % blends) some smiles fade towards neutral
+    faint = [synthetic._expression(synthetic._rng(0, "train", i), happy)["corner"] for i in range(300)]
+    assert min(faint) < 0.4
+
+
+def test_occlusion_zero_leaves_the_unoccluded_faces_byte_identical():
+    plain, _ = synthetic.generate(60, size=32)
+    bare, _ = synthetic.generate(60, size=32, style=synthetic.Style(occlusion=0.0))
+    same = np.array([np.array_equal(a, b) for a, b in zip(plain, bare)])
+    assert 0.05 < 1 - same.mean() < 0.4  # only the ~20 % that had an occluder changed
