@@ -50,3 +50,15 @@ def test_label_noise_rate_determinism_and_always_wrong():
     assert (noisy[untouched] == LABELS[untouched]).all()
     noisy2, flipped2 = protocols.flip_labels(LABELS, idx, 0.2, 4, seed=5)
     assert np.array_equal(noisy, noisy2) and np.array_equal(flipped, flipped2)
+
+
+def test_carve_val_is_stratified_seeded_and_a_partition():
+    kept, val = protocols.carve_val(LABELS, 0.2, seed=0)
+    # round(10.0)=10, round(4.0)=4, round(1.4)=1, round(0.6)=1
+    assert np.bincount(LABELS[val]).tolist() == [10, 4, 1, 1]
+    assert np.array_equal(np.sort(np.concatenate([kept, val])), np.arange(len(LABELS)))
+    assert np.array_equal(val, protocols.carve_val(LABELS, 0.2, seed=0)[1])
+    assert not np.array_equal(val, protocols.carve_val(LABELS, 0.2, seed=1)[1])
+    assert len(protocols.carve_val(LABELS, 0.0)[1]) == 0
+    with pytest.raises(ValueError, match="val_fraction"):
+        protocols.carve_val(LABELS, 1.0)

@@ -33,6 +33,14 @@ class DataConfig:
                                        # the other training-fold images are the unlabelled set
     unlabelled: str = "rest"           # rest (train minus labelled) | all (whole train split) | none
     label_noise: float = 0.0           # share of labelled items whose label is flipped (seeded)
+    val_fraction: float = 0.0          # > 0: a validation split of round(val_fraction * n_c) train items per
+                                       # class (seeded by ``seed``), neither labelled nor unlabelled. 0: the
+                                       # train dataset's own val split when it has one that is not the test
+                                       # split (synthetic; FER2013/FERPlus PublicTest unless test_split=val; not
+                                       # RAF-DB, nor SFEW/AffectNet whose only val is their test), else none.
+                                       # Periodic evaluation and ckpt/best use the val split, and the test split
+                                       # is scored once, at the end. Without one, periodic evaluation monitors
+                                       # the test split (logged as test) but chooses nothing: best = last weights.
     seed: int = 0                      # seed of the label protocol (independent of train.seed)
     sampler: str = "random"            # labelled sampler: random | balanced (class-balanced batches)
     weak: str = "padcrop"              # weak view: padcrop | rrc

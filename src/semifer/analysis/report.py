@@ -101,7 +101,7 @@ def _summary_rows(runs: list[dict]) -> list[list]:
                              "macro_f1": k.get("macro_f1_mean"), "ece": k.get("ece_mean")}
         cal = next((c for c in r["calibration"] if c), None)
         rows.append([r["path"], s.get("algorithm"), s.get("model"), s.get("labels_used"), s.get("iterations"),
-                     s.get("accuracy"), s.get("macro_f1"), s.get("ece"), s.get("best_eval_accuracy"),
+                     s.get("accuracy"), s.get("macro_f1"), s.get("ece"), s.get("best_val_accuracy"),
                      f"{s['wall_s'] / 60:.1f}" if "wall_s" in s else None,
                      cal["temperature"] if cal else None,
                      (cal.get("holdout") or cal["fit"])["ece_after"] if cal else None])
@@ -109,8 +109,9 @@ def _summary_rows(runs: list[dict]) -> list[list]:
 
 
 def learning_curves(runs: list[dict]) -> bytes | None:
-    """Test accuracy and training loss against step, all runs on the same axes."""
-    series = [("eval_accuracy", "test accuracy"), ("loss", "training loss"),
+    """Periodic accuracy (on the val split, or the test split monitored when a run has none) and
+    training loss against step, all runs on the same axes."""
+    series = [("eval_accuracy", "periodic accuracy (val, else test)"), ("loss", "training loss"),
               ("mask", "mask ratio (pseudo-labels used)"), ("pl_acc", "accuracy of the pseudo-labels used")]
     present = [(k, t) for k, t in series if any(k in m for r in runs for m in r["metrics"])]
     if not present:
@@ -134,7 +135,7 @@ def build_html(runs: list[dict], title: str = "semifer report") -> str:
     parts = [f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
              f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     parts.append("<h2>Test metrics</h2>" + _table(
-        ["run", "algorithm", "model", "labels", "iterations", "accuracy", "macro-F1", "ECE", "best eval acc",
+        ["run", "algorithm", "model", "labels", "iterations", "accuracy", "macro-F1", "ECE", "best val acc",
          "minutes", "temperature", "ECE after T"], _summary_rows(runs)))
     classes = [c for r in runs if r["summary"] for c in r["summary"].get("per_class_recall", {})]
     classes = list(dict.fromkeys(classes))

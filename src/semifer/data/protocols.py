@@ -57,6 +57,16 @@ def kfold(labels: np.ndarray, folds: int, fold: int, seed: int = 0) -> tuple[np.
     return np.sort(train_idx), np.sort(held_idx)
 
 
+def carve_val(labels: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified validation split carved from train: round(fraction * n_c) items of class c,
+    drawn with its own seeded stream (not the labelled draw's). Returns sorted (kept, val)."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"data.val_fraction={fraction}: expected a share in [0, 1)")
+    classes, sizes = np.unique(labels, return_counts=True)
+    val = _per_class_take(labels, {int(c): round(fraction * n) for c, n in zip(classes, sizes)}, seed + 104729)
+    return np.setdiff1d(np.arange(len(labels)), val), val
+
+
 def flip_labels(labels: np.ndarray, idx: np.ndarray, rate: float, num_classes: int,
                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Label noise: flip round(rate * len(idx)) of the items ``idx`` uniformly to another class.

@@ -124,6 +124,10 @@ def record(cfg: Config, data) -> dict[str, str]:
         "test_name": data.test_name, "corrupt": len(data.errors), "label_noise_flipped": len(data.flipped),
         "train_items": len(data.train_ids), "train_fingerprint": items.hexdigest()[:16],
     }
+    if len(data.val_ids):  # a resume must hold out the same validation items
+        val = hashlib.sha1("".join(f"{i}\t{y}\n" for i, y in zip(data.val_ids, data.val_labels.tolist())).encode())
+        counts.update(val=np.bincount(data.val_labels, minlength=len(data.classes)).tolist(), val_name=data.val_name,
+                      val_source=data.val_source, val_fingerprint=val.hexdigest()[:16])
     files["data.json"] = json.dumps(counts, indent=2)
     return files
 

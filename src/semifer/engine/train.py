@@ -79,10 +79,14 @@ def _print_counts(data: Prepared) -> None:
     lab = np.bincount(data.train_labels[data.labelled], minlength=len(data.classes))
     unl = np.bincount(data.true_labels[data.unlabelled], minlength=len(data.classes))
     tst = np.bincount(data.test_labels, minlength=len(data.classes))
-    print(f"{'class':<10}{'labelled':>10}{'unlabelled':>12}{'test':>8}")
-    for c, a, b, t in zip(data.classes, lab, unl, tst):
-        print(f"{c:<10}{a:>10}{b:>12}{t:>8}")
-    print(f"{'total':<10}{lab.sum():>10}{unl.sum():>12}{tst.sum():>8}")
+    val = np.bincount(data.val_labels, minlength=len(data.classes))
+    print(f"{'class':<10}{'labelled':>10}{'unlabelled':>12}{'val':>8}{'test':>8}")
+    for c, a, b, v, t in zip(data.classes, lab, unl, val, tst):
+        print(f"{c:<10}{a:>10}{b:>12}{v:>8}{t:>8}")
+    print(f"{'total':<10}{lab.sum():>10}{unl.sum():>12}{val.sum():>8}{tst.sum():>8}")
+    print(f"validation: {data.val_name} ({data.val_source})" if data.val_name else
+          "validation: none (data.val_fraction=0 and no val split apart from the test split): "
+          "periodic evaluation monitors the test split, best = the last weights")
     if data.errors:
         print(f"skipped {len(data.errors)} unreadable images (listed in corrupt.txt), e.g. {data.errors[0][1]}")
 
@@ -174,10 +178,16 @@ def _train(cfg: Config) -> dict:
         save_checkpoint(run, tag, tensors, {**meta, **extra, "step": step}, state)
         saved_at[tag] = step
 
+    # Periodic evaluation selects on the validation split; without one it only monitors the test
+    # split (no selection: best = the last weights, saved at the end).
+    has_val = bool(data.val_name)
+    eval_split = "val" if has_val else "test"
+    eval_images, eval_labels = (data.val_images, data.val_labels) if has_val else (data.test_images, data.test_labels)
+
     def evaluate(step: int) -> float:
-        probs = predict_probs(eval_model(), data.test_images, d.device, dc.mean, dc.std, tc.eval_batch_size, amp, flip=tc.eval_flip)
-        acc = float((probs.argmax(1) == data.test_labels).mean()) if len(probs) else 0.0
-        if d.is_main and acc > best["accuracy"]:
+        probs = predict_probs(eval_model(), eval_images, d.device, dc.mean, dc.std, tc.eval_batch_size, amp, flip=tc.eval_flip)
+        acc = float((probs.argmax(1) == eval_labels).mean()) if len(probs) else 0.0
+        if d.is_main and has_val and acc > best["accuracy"]:
             best.update(accuracy=acc, step=step)
             save("best", step)
         return acc
@@ -244,11 +254,14 @@ def _train(cfg: Config) -> dict:
             if (step + 1) % tc.eval_every == 0 or last:
                 acc = evaluate(step + 1)
                 if d.is_main:
-                    writer.add_scalar("eval/accuracy", acc, step + 1)
-                    log_metrics(run, {"step": step + 1, "eval_accuracy": round(acc, 5)})
-                    bar.write(f"step {step + 1}: test accuracy {acc:.4f} (best {best['accuracy']:.4f} at {best['step']})")
+                    writer.add_scalar(f"eval/{eval_split}_accuracy", acc, step + 1)
+                    log_metrics(run, {"step": step + 1, "eval_split": eval_split, "eval_accuracy": round(acc, 5)})
+                    bar.write(f"step {step + 1}: val accuracy {acc:.4f} (best {best['accuracy']:.4f} at {best['step']})"
+                              if has_val else f"step {step + 1}: test accuracy {acc:.4f} (monitor only, no validation split)")
             if (step + 1) % tc.ckpt_every == 0 or last:
                 save("last", step + 1)
+            if last and not has_val:
+                save("best", step + 1)  # nothing to select on: best is the last weights
             if bar:
                 bar.update(1)
             if stopping and not last:
@@ -271,7 +284,10 @@ def _train(cfg: Config) -> dict:
             "labels_used": int(len(data.labelled)), "unlabelled_used": int(len(data.unlabelled)) if semi else 0,
             "iterations": tc.iterations, "resumed_at": start if resume_from else None,
             "wall_s": round(wall, 1), "images_per_s": round(_throughput(run), 1),
-            "best_eval_accuracy": best["accuracy"], "best_eval_step": best["step"],
+            "test_accuracy": summary["accuracy"], "val_data": data.val_name or None, "val_source": data.val_source or None,
+            # ckpt/best: chosen on the val split, or the last weights when there is none
+            "best_on": "val" if has_val else "last", "best_val_accuracy": best["accuracy"] if has_val else None,
+            "best_step": best["step"] if has_val else tc.iterations,
             "world_size": d.world, "device": str(d.device), "config": to_dict(cfg),
         })
         exported = algo.export_predictor()
@@ -284,8 +300,10 @@ def _train(cfg: Config) -> dict:
             json.dump(summary, f, indent=2)
         writer.close()
         print(f"{run}: test accuracy {summary['accuracy']:.4f}, macro-F1 {summary['macro_f1']:.4f} "
-              f"({summary['num_images']} images), {wall / 60:.1f} min"
-              + (f"; fused predictor {summary['fused_accuracy']:.4f}" if "fused_accuracy" in summary else ""))
+              f"({summary['num_images']} images, final weights), {wall / 60:.1f} min"
+              + (f"; fused predictor {summary['fused_accuracy']:.4f}" if "fused_accuracy" in summary else "")
+              + (f"; ckpt/best: val accuracy {best['accuracy']:.4f} at step {best['step']}" if has_val
+                 else "; ckpt/best = the last weights (no validation split)"))
     d.barrier()
     cleanup()
     return summary
