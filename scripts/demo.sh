@@ -2,10 +2,11 @@
 # `make demo`: supervised-only and semi-supervised training (the EMA teacher, the best method on
 # FER2013 in docs/benchmarks.md) on the embedded synthetic faces (recipes/demo.yaml), with the same
 # labels and iterations, side by side; one live line per run (step, val accuracy so far, ETA);
-# then both test accuracies, their paired test, and what they mean. The EMA teacher does ~3x the
-# work per step, so it gets two threads: the second core is its own once supervised ends
-# (docs/benchmarks.md, section 0). Arguments are key=value overrides for both runs
-# (bash scripts/demo.sh train.iterations=50: a quick look); DEMO_OUT moves the run folders.
+# then both test accuracies, their paired test, and what they mean. One thread each (the recipe):
+# a second thread for the EMA teacher (~3x the work per step) made the demo slower on 2 cores, not
+# faster, and one thread reproduces docs/benchmarks.md, section 0, seed 0 exactly. Arguments are
+# key=value overrides for both runs (bash scripts/demo.sh train.iterations=50: a quick look);
+# DEMO_OUT moves the run folders.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEMIFER=.venv/bin/semifer
@@ -19,7 +20,7 @@ declare -A ARGS=(
   # teacher_momentum=null: the teacher is the run's EMA at train.ema, whose warm-up lets it follow
   # the student from step 0. A fixed 0.99 from step 0 averaged the fast early AdamW steps into a
   # teacher at chance for ~300 steps, whose confident wrong labels held the student back.
-  [ema_teacher]="algorithm.name=ema_teacher algorithm.teacher_momentum=null train.ema=0.99 train.threads=2"
+  [ema_teacher]="algorithm.name=ema_teacher algorithm.teacher_momentum=null train.ema=0.99"
 )
 echo "Training supervised (the labelled faces only) and ema_teacher (the same labelled faces plus"
 echo "the unlabelled ones) side by side on the embedded synthetic faces. One line per run: step,"
