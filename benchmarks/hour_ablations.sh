@@ -4,7 +4,9 @@
 # native bf16), 100 labels per class, split SEED. Rows go to benchmarks/results/fer2013_ablations.jsonl;
 # `python benchmarks/paired.py benchmarks/results/fer2013_ablations.jsonl --markdown` makes the table.
 #   bash benchmarks/hour_ablations.sh DATA_DIR SEED [group ...]
-# groups: baselines sitfer dta ssfer (the papers' defaults), dta_floor freematch_floor (the
+# groups: baselines sitfer dta ssfer (the papers' defaults), ssfer_hour (II -> III with stage III
+# at the full 6,000-step recipe, rows to benchmarks/results/fer2013_hour.jsonl; III_OVERRIDES="k=v ..."
+# and III_TAG=_name vary stage III), dta_floor freematch_floor (the
 # self-adaptive thresholds floored at 0.7, not in the papers: at their 1/K start they pass every
 # pseudo-label and the run collapses)
 set -euo pipefail
@@ -38,9 +40,16 @@ for group in $GROUPS_; do
       bench abl_nosnl_tmin70 dta_snl algorithm.teacher_momentum=0.99 algorithm.tau_min=0.7 algorithm.snl=false ;;
     freematch_floor)
       bench abl_tmin70 freematch algorithm.tau_min=0.7 ;;
+    ssfer_hour)  # stage II as in `ssfer` (2,000 steps), then stage III on the whole hour recipe
+      ii=$PWD/runs/bench/fer2013/facemix_lpc100_s${SEED}abl_ii
+      [ -f "$ii/summary.json" ] || bench abl_ii facemix
+      "$PY" "$HERE/fer2013.py" --data "fer2013:$DATA" --config "$ROOT/recipes/fer2013_cpu_hour_ssl.yaml" \
+        --algorithms ema_teacher --seeds "$SEED" --tag "_hour_ii_iii${III_TAG:-}" \
+        --results "${HOUR_RESULTS:-$ROOT/benchmarks/results/fer2013_hour.jsonl}" "model.init=$ii/ckpt/last.safetensors" \
+        ${III_OVERRIDES:-} ;;
     ssfer)  # stage II (FaceMix on the labels) -> stage III (EMA teacher from II's weights)
       bench abl_ii facemix
       bench abl_ii_iii ema_teacher "model.init=$PWD/runs/bench/fer2013/facemix_lpc100_s${SEED}abl_ii/ckpt/last.safetensors" ;;
-    *) echo "unknown group $group (baselines sitfer dta ssfer dta_floor freematch_floor)" >&2; exit 2 ;;
+    *) echo "unknown group $group (baselines sitfer dta ssfer ssfer_hour dta_floor freematch_floor)" >&2; exit 2 ;;
   esac
 done

@@ -111,6 +111,17 @@ def test_ema_teacher_uses_teacher_prediction():
         algo.step(RowLogits(), batch, step=0, teacher=None)
 
 
+def test_ema_teacher_label_smoothing_on_the_labelled_loss_only():
+    teacher = RowLogits(2.0)
+    batch = {"x": rows([1, 0, 0]), "y": torch.tensor([0]), "u_w": rows([0, 1, 0]), "u_s": rows([0, 1, 0])}
+    out = create_algorithm("ema_teacher", K, label_smoothing=0.3).step(RowLogits(), batch, step=0, teacher=teacher)
+    # targets (1 - 0.3) one-hot + 0.3 / K: -(0.8 log p_0 + 0.1 log p_1 + 0.1 log p_2), p = softmax(1, 0, 0)
+    loss_x = -(0.8 * math.log(E / (E + 2)) + 0.2 * math.log(1 / (E + 2)))
+    assert close(out.logs["loss_x"], loss_x)
+    assert close(out.logs["loss_u"], -math.log(E / (E + 2)) / 1)     # pseudo-labels stay hard
+    assert close(out.loss, loss_x + 5.0 * out.logs["loss_u"])
+
+
 def test_mean_teacher_consistency_and_rampup():
     algo = create_algorithm("mean_teacher", K, total_steps=10, rampup=0.5)
     student, teacher = RowLogits(), RowLogits(2.0)

@@ -323,6 +323,18 @@ def test_pipeline_keeps_an_explicit_pretrain_drop_path(tmp_path):
     assert pre.model.options == {"drop_path_rate": 0.05} and finetune.model.options == {"drop_path_rate": 0.1}
 
 
+def test_pipeline_stage_one_follows_the_shared_run_settings(tmp_path):
+    from semifer.ssl.pipeline import load_recipe, stage_configs
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("shared:\n  train: {amp: fast, threads: 1, seed: 3}\npretrain:\n  train: {threads: 2}\n")
+    pre, finetune, semi = stage_configs(load_recipe(str(recipe), None, []), str(tmp_path))
+    assert (pre.train.amp, pre.train.seed) == ("fast", 3) == (finetune.train.amp, semi.train.seed)
+    assert pre.train.threads == 2 and finetune.train.threads == 1   # stage I's own setting wins
+    pre, _, _ = stage_configs(load_recipe("recipes/ssfer_fer2013_cpu_hour.yaml", None, []), str(tmp_path))
+    assert pre.train.amp == "fast" and pre.model.name == "vit_tiny_p8"
+
+
 def test_pipeline_overrides_reach_every_stage(tmp_path):
     from semifer.config import ConfigError
     from semifer.ssl.pipeline import load_recipe, stage_configs

@@ -8,7 +8,9 @@ y^ = argmax q (eq. 3), L_u = (1/muB) sum 1[max q > tau] CE(S(u_s), y^) (eq. 4),
 L = L_l + mu L_u (eq. 5).
 
 Defaults are the authors' released code (tau 0.7, mu 5, momentum 0.999); the paper gives no
-other values. ``teacher_flip`` (not in the paper) makes q the mean over u_w and its mirror image. With ``teacher_momentum`` 0 the teacher is the student: the FixMatch ablation of
+other values. Two options are not in the paper: ``teacher_flip`` makes q the mean over u_w and its
+mirror image; ``label_smoothing`` smooths L_l's targets, so the 100-odd labels per class are not
+fitted to one-hot confidence that the teacher then passes to the unlabelled faces. With ``teacher_momentum`` 0 the teacher is the student: the FixMatch ablation of
 the paper's Table 12.
 
 Forward: x and u_s share the student's one gradient forward; u_w goes only through the teacher.
@@ -30,9 +32,10 @@ class EMATeacher(Algorithm):
     uses_teacher = True
 
     def __init__(self, tau: float = 0.7, mu: float = 5.0, teacher_momentum: float = 0.999,
-                 teacher_flip: bool = False, **kw):
+                 teacher_flip: bool = False, label_smoothing: float = 0.0, **kw):
         super().__init__(**kw)
         self.tau, self.mu, self.teacher_flip = tau, mu, teacher_flip
+        self.label_smoothing = label_smoothing
         self.teacher_momentum = teacher_momentum
 
     def step(self, model, batch, step, teacher=None):
@@ -40,7 +43,7 @@ class EMATeacher(Algorithm):
         conf, pseudo = probs.max(-1)
         mask = teacher_mask(conf, self.tau)
         logits_x, logits_s = forward_views(model, batch["x"], batch["u_s"])
-        loss_x = F.cross_entropy(logits_x, batch["y"])
+        loss_x = F.cross_entropy(logits_x, batch["y"], label_smoothing=self.label_smoothing)
         loss_u = masked_ce(logits_s, pseudo, mask)
         loss = loss_x + self.mu * loss_u
         return StepOutput(loss, {"loss_x": loss_x.detach(), "loss_u": loss_u, "tau_mean": self.tau}, pseudo, mask)

@@ -27,6 +27,7 @@ import yaml
 from semifer.config import Config, ConfigError, merge, parse_override, to_dict
 
 STAGES = ("pretrain", "finetune", "semi")
+RUN_SETTINGS = ("amp", "threads", "device", "seed", "deterministic")   # shared -> stage I unless it sets them
 FOLDERS = {"pretrain": "1_pretrain", "finetune": "2_facemix", "semi": "3_ema_teacher"}
 
 
@@ -116,7 +117,9 @@ def stage_configs(recipe: dict[str, dict], run: str, encoder: str | None = None)
                          "std": sd.std, "cache_dir": sd.cache_dir},
                 # drop path is a fine-tuning regulariser: MAE pre-trains without it (models_mae)
                 "model": {"name": sm.name, "options": {k: v for k, v in sm.options.items()
-                                                       if k != "drop_path_rate"}}})
+                                                       if k != "drop_path_rate"}},
+                # the machine settings follow shared (``amp: fast`` there once left stage I in fp32)
+                "train": {k: getattr(shared.train, k) for k in RUN_SETTINGS}})
     merge(pre, recipe["pretrain"])
     # model is mirrored above (without drop path); out / resume are the pipeline's
     _apply_cli(pre, recipe, "pretrain", skip=("model", "out", "resume"))
