@@ -82,6 +82,15 @@ def test_encoder_loads_into_classifier_and_shape_mismatch_fails(tmp_path, capsys
     bigger = create_model("vit_tiny_p8", 7, 1, img_size=48, **TINY_VIT)  # 36 positions, not 16
     with pytest.raises(ckpt.CheckpointError, match="pos_embed"):
         init_from(bigger, path)
+    # model.checkpoint_path takes the same file (it once loaded 0 of its tensors, with a warning)
+    via_path = create_model("vit_tiny_p8", 7, 1, img_size=32, checkpoint_path=path, **TINY_VIT)
+    assert torch.equal(via_path.backbone.pos_embed, weights["encoder.pos_embed"])
+    assert len(via_path.checkpoint_report["loaded"]) == len(model.backbone.state_dict())
+    with pytest.raises(ValueError, match="none of its .* tensors matches"):   # a CNN's file for a ViT
+        cnn = tmp_path / "cnn.safetensors"
+        from safetensors.torch import save_file
+        save_file(create_model("cnn_small", 7).backbone.state_dict(), str(cnn))
+        create_model("vit_tiny_p8", 7, 1, img_size=32, checkpoint_path=str(cnn), **TINY_VIT)
 
 
 # ---------------------------------------------------------------------------- stage II

@@ -99,12 +99,21 @@ def load_backbone_checkpoint(backbone: nn.Module, path: str | os.PathLike) -> di
     from semifer.models.pretrained import adapt_state_dict, format_report  # MAE / open_clip formats
 
     state, skipped = _read_state_dict(path)
-    state, dropped = adapt_state_dict(backbone, state)
     own = backbone.state_dict()
+    if not any(k.startswith("encoder.") for k in own) and any(k.startswith("encoder.") for k in state):
+        # ``semifer pretrain``'s encoder.safetensors (its keys under ``encoder.``, MAE-wrapper style)
+        skipped += [k for k in state if not k.startswith("encoder.")]
+        state = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+    state, dropped = adapt_state_dict(backbone, state)
     for key, tensor in state.items():
         if key in own and own[key].shape != tensor.shape:
             raise ValueError(f"checkpoint {os.fspath(path)!r}: {key!r} has shape {tuple(tensor.shape)} "
                              f"but the model expects {tuple(own[key].shape)}")
+    if state and not any(k in own for k in state):
+        # training on from random weights after a wrong file would waste the whole run
+        raise ValueError(f"checkpoint {os.fspath(path)!r}: none of its {len(state)} tensors matches the "
+                         f"backbone's keys (its first: {', '.join(list(state)[:3])}; the backbone's first: "
+                         f"{', '.join(list(own)[:3])}); wrong model.name, or a wrong file?")
     result = backbone.load_state_dict(state, strict=False)
     report = dict(path=os.fspath(path), loaded=[k for k in state if k in own],
                   missing=list(result.missing_keys), unexpected=list(result.unexpected_keys) + skipped,
