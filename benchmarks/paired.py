@@ -2,7 +2,7 @@
 from the results file alone (rows written by ``benchmarks/fer2013.py`` carry which val images
 each run got right, so the run folders are not needed).
 
-    python benchmarks/paired.py [benchmarks/results/fer2013.jsonl] [--reference supervised] [--markdown]
+    python benchmarks/paired.py [benchmarks/results/fer2013.jsonl ...] [--reference supervised] [--markdown]
 
 Rows are paired when dataset, labels per class, seed, iterations and model agree and their
 val fingerprints (images and labels) are equal. The reference is the last such row of
@@ -60,20 +60,24 @@ def paired_rows(rows: list[dict], reference: str = "supervised", reference_run: 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("results", nargs="?", default=os.path.join(HERE, "results", "fer2013.jsonl"))
+    p.add_argument("results", nargs="*", default=[os.path.join(HERE, "results", "fer2013.jsonl")],
+                   help="one or more results files, read as one (e.g. a recipe's rows and its screens)")
     p.add_argument("--reference", default="supervised")
     p.add_argument("--reference-run", default="",
                    help="pair against the run whose folder name contains this (e.g. an ablation's full variant)")
     p.add_argument("--markdown", action="store_true")
     args = p.parse_args()
-    with open(args.results) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = []
+    for path in args.results:
+        with open(path) as f:
+            rows += [json.loads(line) for line in f if line.strip()]
     out = paired_rows(rows, args.reference, args.reference_run)
     if not args.markdown:
         for r in out:
             print(json.dumps(r))
         return
-    print(f"| algorithm | overrides | seed | steps | acc. % | {args.reference} % | Δ | right only here / only {args.reference} | p |")
+    ref = args.reference_run or args.reference
+    print(f"| algorithm | overrides | seed | steps | acc. % | {ref} % | Δ | right only here / only {ref} | p |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in out:
         print(f"| {r['algorithm']} | {' '.join(r['overrides'])} | {r['seed']} | {r['iterations']} | {r['accuracy']:.2f} "
