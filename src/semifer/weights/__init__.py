@@ -3,7 +3,7 @@
 ``fer2013_cnn_fer.safetensors``: the default model of ``semifer predict`` and
 ``Predictor.from_checkpoint()``, a semifer training checkpoint (safetensors with semifer's
 metadata) holding only the weights prediction uses: ``cnn_fer`` trained by
-``recipes/fer2013_cpu_hour.yaml`` on all FER2013 training labels (66.2 % on PublicTest, 67.3 %
+``recipes/fer2013_cpu_hour.yaml`` on all FER2013 training labels (66.4 % on PublicTest, 67.9 %
 with the test-time mirror), written by ``scripts/ship_model.py``; docs/benchmarks.md has the
 command that reproduces it.
 """
