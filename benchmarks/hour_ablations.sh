@@ -21,6 +21,8 @@ bench() {  # bench TAG ALGORITHM [k=v ...]
   "$PY" "$HERE/fer2013.py" --data "fer2013:$DATA" --config "$ROOT/recipes/fer2013_cpu_hour_ssl.yaml" \
     --algorithms "$algo" --seeds "$SEED" --tag "$tag" --results "$RESULTS" "${SHORT[@]}" "$@"
 }
+II=$PWD/runs/bench/fer2013/facemix_lpc100_s${SEED}abl_ii   # stage II of the ssfer groups
+stage_ii() { [ -f "$II/summary.json" ] || bench abl_ii facemix; }
 for group in $GROUPS_; do
   case $group in
     baselines)
@@ -41,15 +43,14 @@ for group in $GROUPS_; do
     freematch_floor)
       bench abl_tmin70 freematch algorithm.tau_min=0.7 ;;
     ssfer_hour)  # stage II as in `ssfer` (2,000 steps), then stage III on the whole hour recipe
-      ii=$PWD/runs/bench/fer2013/facemix_lpc100_s${SEED}abl_ii
-      [ -f "$ii/summary.json" ] || bench abl_ii facemix
+      stage_ii
       "$PY" "$HERE/fer2013.py" --data "fer2013:$DATA" --config "$ROOT/recipes/fer2013_cpu_hour_ssl.yaml" \
         --algorithms ema_teacher --seeds "$SEED" --tag "_hour_ii_iii${III_TAG:-}" \
-        --results "${HOUR_RESULTS:-$ROOT/benchmarks/results/fer2013_hour.jsonl}" "model.init=$ii/ckpt/last.safetensors" \
+        --results "${HOUR_RESULTS:-$ROOT/benchmarks/results/fer2013_hour.jsonl}" "model.init=$II/ckpt/last.safetensors" \
         ${III_OVERRIDES:-} ;;
     ssfer)  # stage II (FaceMix on the labels) -> stage III (EMA teacher from II's weights)
-      bench abl_ii facemix
-      bench abl_ii_iii ema_teacher "model.init=$PWD/runs/bench/fer2013/facemix_lpc100_s${SEED}abl_ii/ckpt/last.safetensors" ;;
+      stage_ii
+      bench abl_ii_iii ema_teacher "model.init=$II/ckpt/last.safetensors" ;;
     *) echo "unknown group $group (baselines sitfer dta ssfer ssfer_hour dta_floor freematch_floor)" >&2; exit 2 ;;
   esac
 done
