@@ -273,6 +273,11 @@ OPEN = {"fixmatch": {"tau": 0.0}, "pseudo_label": {"tau": 0.0}, "ema_teacher": {
 SEMI = [n for n in ALGORITHMS.names() if ALGORITHMS.get(n).views]
 
 
+def open_options(name: str, model: nn.Module) -> dict:
+    """OPEN, plus a fixed teacher for the algorithms that take one (a copy of the net in the test)."""
+    return {**OPEN.get(name, {}), **({"teacher": copy.deepcopy(model).eval()} if name == "noisy_student" else {})}
+
+
 def _batch(views: dict, seed: int) -> dict:
     g = torch.Generator().manual_seed(seed)
     batch = {"x": torch.randn(4, 3, 8, 8, generator=g), "y": torch.tensor([0, 1, 2, 0]),
@@ -286,7 +291,7 @@ def _setup(name: str):
 
     torch.manual_seed(0)
     model = TinyNet()
-    algo = create_algorithm(name, K, total_steps=3, num_unlabelled=16, **OPEN.get(name, {}))
+    algo = create_algorithm(name, K, total_steps=3, num_unlabelled=16, **open_options(name, model))
     ema = ModelEmaV3(model, decay=algo.teacher_momentum or 0.99) if algo.uses_teacher else None
     return model, algo, ema
 
@@ -327,11 +332,12 @@ def test_state_round_trip_gives_the_same_step(name):
     teacher = ema.module if ema else None
     algo.step(model, _batch(algo.views, 0), 0, teacher=teacher)
     algo.sync()
-    copy = create_algorithm(name, K, total_steps=3, num_unlabelled=16, **OPEN.get(name, {}))
-    copy.load_state_dict(algo.state_dict())
+    twin = create_algorithm(name, K, total_steps=3, num_unlabelled=16,
+                            **{**open_options(name, model), **({"teacher": algo._teacher[0]} if name == "noisy_student" else {})})
+    twin.load_state_dict(algo.state_dict())
     model.eval()   # no dropout / batch statistics: the two steps see the same network
     a = algo.step(model, _batch(algo.views, 1), 1, teacher=teacher)
-    b = copy.step(model, _batch(algo.views, 1), 1, teacher=teacher)
+    b = twin.step(model, _batch(algo.views, 1), 1, teacher=teacher)
     assert torch.allclose(a.loss, b.loss)
 
 
@@ -422,7 +428,7 @@ def test_no_algorithm_can_reach_the_truth_of_unlabelled_images_or_the_test_set(n
 
     torch.manual_seed(0)
     model = create_model("cnn_small", 7)
-    opts = {**OPEN.get(name, {}), **({"detector": "none"} if name == "facemix" else {})}
+    opts = {**open_options(name, model), **({"detector": "none"} if name == "facemix" else {})}
     algo = create_algorithm(name, 7, total_steps=2, num_unlabelled=len(view.images), **opts)
     algo.setup(model)
     algo.setup_data(view)

@@ -404,3 +404,55 @@ def test_report_renders_in_headless_chromium(age_run, tmp_path):
                     f"--screenshot={shot}", out.as_uri()], check=True, capture_output=True, timeout=120)
     pixels = np.asarray(Image.open(shot).convert("L"))
     assert pixels.shape == (1600, 1200) and pixels.std() > 20   # tables and figures, not a blank page
+
+
+# ---------------------------------------------------------------- label-shift adaptation
+
+def test_em_recovers_the_prior_that_generated_the_target_images():
+    from semifer.evaluation.prior import em_prior
+
+    # two kinds of face: P(A | class 0) = 0.8, P(A | class 1) = 0.2, so a model trained under a
+    # uniform prior says (0.8, 0.2) on A and (0.2, 0.8) on B. Under the target prior (0.75, 0.25)
+    # P(A) = 0.75 * 0.8 + 0.25 * 0.2 = 0.65: 13 A and 7 B of 20, whose ML prior is (0.75, 0.25)
+    probs = np.array([[0.8, 0.2]] * 13 + [[0.2, 0.8]] * 7)
+    prior, iters = em_prior(probs, np.array([0.5, 0.5]))
+    assert np.allclose(prior, [0.75, 0.25], atol=1e-6) and iters > 1
+    # the target prior equal to the source one: nothing moves
+    prior, _ = em_prior(np.array([[0.8, 0.2]] * 10 + [[0.2, 0.8]] * 10), np.array([0.5, 0.5]))
+    assert np.allclose(prior, [0.5, 0.5])
+    with pytest.raises(ValueError, match="2 classes"):
+        em_prior(np.ones((3, 3)) / 3, np.array([0.5, 0.5]))
+
+
+def test_adapt_prior_stores_a_prior_that_load_model_applies(age_run):
+    from semifer.engine.evaluate import predict_probs
+    from semifer.models.io import load_model
+
+    root, spec = age_run
+    run = str(root / "run")
+    cache = ["--cache-dir", str(root / "cache")]
+    assert main(["adapt-prior", "--checkpoint", run, "--data", spec, "--split", "test", *cache]) == 0
+    path = root / "run" / "ckpt" / "last.prior.json"
+    est = json.loads(path.read_text())
+    assert est["num_images"] == 30 and np.isclose(sum(est["prior"]), 1.0)
+    assert est["train_prior"] == pytest.approx([1 / 3] * 3, abs=1e-5)     # 5 labels per class
+    assert est["reference"] == "training label frequencies"
+    raw, _ = load_model(run, adapted=False)
+    adapted, meta = load_model(run)
+    assert meta["target_prior"] == est["prior"]
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, meta["in_chans"]), dtype=np.uint8)
+    p = predict_probs(raw, x, torch.device("cpu"))
+    expect = p * np.array(est["prior"]) / np.array(est["train_prior"])
+    assert np.allclose(predict_probs(adapted, x, torch.device("cpu")), expect / expect.sum(1, keepdims=True), atol=1e-5)
+    assert main(["eval", "--checkpoint", run, "--data", spec, *cache, "--out", str(root / "eval_adapted")]) == 0
+    assert json.loads((root / "eval_adapted" / "metrics.json").read_text())["target_prior"] == est["prior"]
+    # measured from the model's own mean prediction on its source images, a target made of those
+    # very images leaves the prior where it was
+    assert main(["adapt-prior", "--checkpoint", run, "--data", spec, "--split", "train",
+                 "--source-data", spec, "--source-split", "train", *cache]) == 0
+    est = json.loads(path.read_text())
+    assert np.allclose(est["prior"], est["train_prior"], atol=1e-4) and est["reference"].startswith("mean prediction")
+    path.write_text(json.dumps({**est, "fingerprint": "0" * 16}))    # other weights: not applied
+    assert "target_prior" not in load_model(run)[1]
+    assert main(["adapt-prior", "--checkpoint", run, "--remove"]) == 0
+    assert not path.exists()

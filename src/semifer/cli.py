@@ -51,7 +51,8 @@ def _eval(args) -> int:
     metrics = write_eval(out, probs, labels[keep], meta["classes"], name="metrics", ids=ids, extra={
         "data": args.data, "split": args.split, "skipped_unreadable": int((~dec.ok).sum()),
         "skipped_classes_not_trained": skipped_classes,
-        "temperature": meta.get("temperature", 1.0)})   # 1.0: no `semifer calibrate` fit applied
+        "temperature": meta.get("temperature", 1.0),   # 1.0: no `semifer calibrate` fit applied
+        "target_prior": meta.get("target_prior")})    # None: no `semifer adapt-prior` estimate applied
     fused, _ = load_fused_model(args.checkpoint, device=device)
     if fused is not None:  # the algorithm's own predictor (SIT-FER's fusion), beside the classifier
         fprobs = predict_probs(fused, np.asarray(dec.images[np.flatnonzero(keep)]), device, meta["mean"], meta["std"])

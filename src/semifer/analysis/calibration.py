@@ -77,7 +77,7 @@ def calibrate(checkpoint: str, images: np.ndarray, labels: np.ndarray, weights: 
     from semifer import checkpoint as ckpt
     from semifer.models.io import load_model, temperature_path, weights_fingerprint
 
-    model, meta = load_model(checkpoint, weights=weights, device=device, calibrated=False)
+    model, meta = load_model(checkpoint, weights=weights, device=device, calibrated=False, adapted=False)
     logits = collect_logits(model, images, meta["mean"], meta["std"], device=device)
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     order = np.random.default_rng(seed).permutation(len(y))

@@ -61,6 +61,22 @@ def register(sub) -> None:
     c.add_argument("--remove", action="store_true", help="delete a stored temperature instead")
     c.set_defaults(func=_calibrate)
 
+    p = sub.add_parser("adapt-prior", help="estimate the class prior of unlabelled target faces (EM) and "
+                                           "adapt the checkpoint's predictions to it")
+    _model_args(p)
+    p.add_argument("--data", help="unlabelled target faces: a dataset spec, a folder or an image (labels unused)")
+    p.add_argument("--split", default="train", help="the split of a dataset spec")
+    p.add_argument("--detector", default="none", help="find faces in photos first: auto or a detector name")
+    p.add_argument("--source-data", help="the model's labelled training faces (a dataset spec or folder): "
+                                         "the prior it predicts under is its mean prediction on them (safest)")
+    p.add_argument("--source-split", default="train")
+    p.add_argument("--source-prior", type=float, nargs="+",
+                   help="else: class frequencies of the training labels in the model's class order "
+                        "(default: those stored with the checkpoint)")
+    p.add_argument("--limit", type=int, default=0, help="seeded random subset of this many images (0 = all)")
+    p.add_argument("--remove", action="store_true", help="delete a stored prior instead")
+    p.set_defaults(func=_adapt_prior)
+
     r = sub.add_parser("report", help="one HTML page comparing run folders side by side")
     r.add_argument("runs", nargs="+", help="run folders (training runs, K-fold folders)")
     r.add_argument("--out", default="report.html")
@@ -160,6 +176,34 @@ def _calibrate(args) -> int:
     print(f"T = {result['temperature']:.3f}: ECE {rep['ece_before']:.4f} -> {rep['ece_after']:.4f}, "
           f"NLL {rep['nll_before']:.4f} -> {rep['nll_after']:.4f} on {rep['num_images']} "
           f"{'held-out' if 'holdout' in result else 'fitted'} images; stored in {result['path']}", file=sys.stderr)
+    return 0
+
+
+def _adapt_prior(args) -> int:
+    from semifer import checkpoint as ckpt
+    from semifer.analysis.data import image_inputs
+    from semifer.analysis.prior import adapt_prior
+    from semifer.models.io import load_model, prior_path, resolve_device
+
+    path = prior_path(ckpt.find_weights(args.checkpoint, "last"))
+    if args.remove:
+        if os.path.exists(path):
+            os.remove(path)
+        print(f"removed {path}" if not os.path.exists(path) else f"could not remove {path}")
+        return 0
+    if not args.data:
+        raise ValueError("adapt-prior needs --data: the unlabelled faces whose class prior to estimate")
+    _, meta = load_model(args.checkpoint, weights=args.weights, adapted=False)
+    images, _, _ = image_inputs(args.data, meta, args.split, args.cache_dir, args.limit, detector=args.detector)
+    source = (image_inputs(args.source_data, meta, args.source_split, args.cache_dir, args.limit)[0]
+              if args.source_data else None)
+    result = adapt_prior(args.checkpoint, images, args.weights, resolve_device(args.device), source,
+                         args.source_prior, info={"data": args.data, "split": args.split})
+    print(json.dumps(result, indent=2))
+    rows = "\n".join(f"  {c:<12}{s:>8.3f}{t:>8.3f}" for c, s, t in zip(result["classes"], result["train_prior"], result["prior"]))
+    print(f"class prior of {result['num_images']} images ({result['em_iterations']} EM iterations):\n"
+          f"  {'class':<12}{'source':>8}{'target':>8}\n{rows}\nstored in {path}; semifer eval, predict and "
+          f"export now use it (--remove to undo)", file=sys.stderr)
     return 0
 
 

@@ -6,6 +6,7 @@ engine because only the algorithm that exported a predictor can rebuild it.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from semifer import checkpoint as ckpt
@@ -20,7 +21,14 @@ def model_meta(cfg, data, algo) -> dict:
         "classes": list(data.classes), "in_chans": data.channels, "size": cfg.data.size,
         "mean": cfg.data.mean, "std": cfg.data.std, "algorithm": cfg.algorithm.get("name"),
         "eval_weights": "ema" if (cfg.train.ema > 0 or algo.uses_teacher) and cfg.train.eval_ema else "model",
+        # the class frequencies of the labels it learnt from: `semifer adapt-prior` corrects from them
+        "train_prior": train_prior(data.train_labels[data.labelled], len(data.classes)),
     }
+
+
+def train_prior(labels, num_classes: int) -> list[float]:
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(np.float64)
+    return [round(float(c), 6) for c in counts / max(counts.sum(), 1.0)]
 
 
 class FusedModel(torch.nn.Module):
@@ -49,6 +57,7 @@ def load_fused_model(path: str, device: str | torch.device = "cpu") -> tuple[Fus
     algo = ckpt.split_prefix(tensors, "algo.")
     if not algo or "predictor" not in meta:
         return None, meta
-    model, meta = load_model(file, weights=meta.get("predictor_weights", "model"), device=device, calibrated=False)
+    model, meta = load_model(file, weights=meta.get("predictor_weights", "model"), device=device, calibrated=False,
+                             adapted=False)
     predictor = load_predictor(meta["algorithm"], algo, meta["predictor"])
     return FusedModel(model, predictor.to(device)).eval(), meta

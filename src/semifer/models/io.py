@@ -139,6 +139,11 @@ def temperature_path(weights_file: str) -> str:
     return weights_file.removesuffix(".safetensors") + ".temperature.json"
 
 
+def prior_path(weights_file: str) -> str:
+    """Where ``semifer adapt-prior`` stores the target class prior of a weights file."""
+    return weights_file.removesuffix(".safetensors") + ".prior.json"
+
+
 def weights_fingerprint(state: dict[str, torch.Tensor]) -> str:
     """Short hash of the head, so a temperature fitted before training went on is not applied."""
     import hashlib
@@ -170,13 +175,40 @@ def _apply_temperature(model: torch.nn.Module, file: str, which: str, state: dic
     print(f"note: probabilities calibrated with temperature {t:.3f} from {path}", file=sys.stderr)
 
 
+def _apply_prior(model: torch.nn.Module, file: str, which: str, state: dict, meta: dict) -> None:
+    """Add log(pi_t / pi_s) to the head's bias (analysis/prior.py: the model then predicts under
+    the target prior pi_t); skipped with a note when it was estimated on other weights."""
+    import json
+
+    path = prior_path(file)
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        est = json.load(f)
+    if est.get("weights") != which or est.get("fingerprint") != weights_fingerprint(state):
+        print(f"note: {path} was estimated with other weights ({est.get('weights')}, before the last save?); "
+              f"not applied. Run `semifer adapt-prior` again", file=sys.stderr)
+        return
+    if est.get("classes") != list(meta["classes"]) or getattr(model.head, "bias", None) is None:
+        raise ckpt.CheckpointError(f"{path}: its classes {est.get('classes')} are not the model's "
+                                   f"{list(meta['classes'])}, or the model's head has no bias to shift")
+    with torch.no_grad():
+        # softmax(z + log pi_t - log pi_s) = p_s(y|x) pi_t / pi_s renormalised; the floor keeps a
+        # class that EM drove to 0 predictable
+        t, s = (torch.tensor(est[k], dtype=torch.float64).clamp_min(1e-6) for k in ("prior", "train_prior"))
+        model.head.bias.add_(((t / t.sum()).log() - (s / s.sum()).log()).to(model.head.bias.dtype))
+    meta["target_prior"] = est["prior"]
+    print(f"note: predictions adapted to the class prior estimated in {path}", file=sys.stderr)
+
+
 def load_model(path: str, weights: str = "auto", device: str | torch.device = "cpu",
-               calibrated: bool = True) -> tuple[torch.nn.Module, dict]:
+               calibrated: bool = True, adapted: bool = True) -> tuple[torch.nn.Module, dict]:
     """Rebuild a trained model from a run folder or .safetensors file -> (model in eval mode, meta).
 
     ``weights``: "auto" (what the run evaluated: EMA or raw), "ema" or "model". ``calibrated``:
     apply the temperature ``semifer calibrate`` stored beside the weights, if any
-    (``meta["temperature"]`` then holds it)."""
+    (``meta["temperature"]`` then holds it). ``adapted``: shift the head to the class prior
+    ``semifer adapt-prior`` stored beside the weights, if any (``meta["target_prior"]``)."""
     file = ckpt.find_weights(path, "last")
     tensors, meta = ckpt.load_weights(file)
     if "classes" not in meta:
@@ -191,4 +223,6 @@ def load_model(path: str, weights: str = "auto", device: str | torch.device = "c
     model.load_state_dict(state)
     if calibrated:
         _apply_temperature(model, file, which, state, meta)
+    if adapted:  # after T: Saerens' correction acts on calibrated probabilities
+        _apply_prior(model, file, which, state, meta)
     return model.to(device).eval(), meta

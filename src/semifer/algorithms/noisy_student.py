@@ -1,0 +1,66 @@
+"""Noisy Student (Xie, Luong, Hovy & Le, "Self-training with Noisy Student improves ImageNet
+classification", CVPR 2020): a trained, fixed teacher T labels the unlabelled images without
+noise; a student S, trained from scratch and at least as large, learns the labelled images and
+the teacher's soft pseudo-labels under noise (the strong view, dropout).
+
+    q = softmax(T(u_w))                        soft pseudo-labels, T fixed, clean view (eq. 2)
+    L = (B L_l + lambda_u uB L_u) / (B + lambda_u uB)      every image weighs the same
+    L_l = CE(S(x), y),  L_u = (1/uB) sum_b 1[max q_b >= tau] H(q_b, S(u_s,b))
+
+The paper's student learns labelled and pseudo-labelled images in one stream, so each image has
+one weight (``lambda_u`` scales the unlabelled ones); ``tau`` is its confidence filter (0.3 on
+ImageNet; 0 keeps every image); ``hard`` uses argmax q instead (the paper's soft labels did
+better in-domain). The teacher is a semifer checkpoint (a run folder or ``.safetensors``), e.g.
+an EMA-teacher run: its stored temperature and class prior (``semifer calibrate``,
+``semifer adapt-prior``) apply, so the pseudo-labels follow the prior of the unlabelled faces.
+Iterating (the student becomes the next teacher) is a new run with ``algorithm.teacher`` set to
+this one.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from semifer.algorithms.base import Algorithm, StepOutput, register_algorithm
+from semifer.algorithms.common import forward_views, masked_ce, teacher_probs
+
+
+@register_algorithm("noisy_student")
+class NoisyStudent(Algorithm):
+    views = {"u_w": "weak", "u_s": "strong"}
+
+    def __init__(self, teacher: str | nn.Module = "", lambda_u: float = 1.0, tau: float = 0.0,
+                 hard: bool = False, teacher_flip: bool = True, **kw):
+        super().__init__(**kw)
+        if not isinstance(teacher, nn.Module) and not teacher:
+            raise ValueError("noisy_student needs algorithm.teacher: the run folder or .safetensors of a "
+                             "trained model (e.g. an ema_teacher run) that labels the unlabelled faces")
+        self.lambda_u, self.tau, self.hard, self.teacher_flip = lambda_u, tau, hard, teacher_flip
+        self.teacher_source = teacher if isinstance(teacher, str) else ""   # a module here would register
+        # a plain list: the fixed teacher is neither a parameter to optimise nor state to checkpoint
+        self._teacher: list[nn.Module] = [teacher] if isinstance(teacher, nn.Module) else []
+
+    def teacher(self, device: torch.device) -> nn.Module:
+        if not self._teacher:
+            from semifer.models.io import load_model
+
+            model, meta = load_model(self.teacher_source, device=device)
+            if len(meta["classes"]) != self.num_classes:
+                raise ValueError(f"algorithm.teacher={self.teacher_source}: {len(meta['classes'])} classes "
+                                 f"{meta['classes']}, the student has {self.num_classes}")
+            self._teacher.append(model)
+        model = self._teacher[0].to(device)
+        model.requires_grad_(False)
+        return model
+
+    def step(self, model, batch, step, teacher=None):
+        q = teacher_probs(self.teacher(batch["u_w"].device), batch["u_w"], self.teacher_flip)   # [uB, K]
+        conf, pseudo = q.max(-1)
+        mask = (conf >= self.tau).float()
+        logits_x, logits_s = forward_views(model, batch["x"], batch["u_s"])
+        loss_x = F.cross_entropy(logits_x.float(), batch["y"])
+        loss_u = masked_ce(logits_s, pseudo if self.hard else q, mask)
+        b, ub = len(logits_x), self.lambda_u * len(logits_s)
+        loss = (b * loss_x + ub * loss_u) / (b + ub)
+        return StepOutput(loss, {"loss_x": loss_x.detach(), "loss_u": loss_u}, pseudo, mask)
