@@ -6,7 +6,8 @@
 #   bash benchmarks/hour_ablations.sh DATA_DIR SEED [group ...]
 # groups: baselines sitfer dta ssfer (the papers' defaults), ssfer_hour (II -> III with stage III
 # at the full 6,000-step recipe, rows to benchmarks/results/fer2013_hour.jsonl; III_OVERRIDES="k=v ..."
-# and III_TAG=_name vary stage III), dta_floor freematch_floor (the
+# and III_TAG=_name vary stage III), ns_hour (a Noisy Student of ssfer_hour's teacher after
+# label-shift adaptation; NS_OVERRIDES and NS_TAG vary it), dta_floor freematch_floor (the
 # self-adaptive thresholds floored at 0.7, not in the papers: at their 1/K start they pass every
 # pseudo-label and the run collapses)
 set -euo pipefail
@@ -51,6 +52,16 @@ for group in $GROUPS_; do
     ssfer)  # stage II (FaceMix on the labels) -> stage III (EMA teacher from II's weights)
       stage_ii
       bench abl_ii_iii ema_teacher "model.init=$II/ckpt/last.safetensors" ;;
-    *) echo "unknown group $group (baselines sitfer dta ssfer ssfer_hour dta_floor freematch_floor)" >&2; exit 2 ;;
+    ns_hour)  # the teacher of ssfer_hour (with III_TAG), adapted to the unlabelled faces' class prior,
+              # then a Noisy Student from scratch on the whole hour recipe (run ssfer_hour first)
+      T=$PWD/runs/bench/fer2013/ema_teacher_lpc100_s${SEED}_hour_ii_iii${III_TAG:-}
+      H=${HOUR_RESULTS:-$ROOT/benchmarks/results/fer2013_hour.jsonl}
+      [ -f "$T/summary.json" ] || { echo "ns_hour: no teacher at $T; run the ssfer_hour group first" >&2; exit 2; }
+      [ -f "$T/ckpt/last.prior.json" ] || "$PY" "$HERE/prior_shift.py" --data "fer2013:$DATA" --rows "$H" "$HERE"/results/fer2013_*.jsonl \
+        --match "$(basename "$T")" --store --out "$ROOT/benchmarks/results/fer2013_prior.jsonl"
+      "$PY" "$HERE/fer2013.py" --data "fer2013:$DATA" --config "$ROOT/recipes/fer2013_cpu_hour_ssl.yaml" \
+        --algorithms noisy_student --seeds "$SEED" --tag "_hour_ns${NS_TAG:-}" --results "$H" \
+        "algorithm.teacher=$T" ${NS_OVERRIDES:-} ;;
+    *) echo "unknown group $group (baselines sitfer dta ssfer ssfer_hour ns_hour dta_floor freematch_floor)" >&2; exit 2 ;;
   esac
 done
