@@ -435,8 +435,11 @@ def test_adapt_prior_stores_a_prior_that_load_model_applies(age_run):
     path = root / "run" / "ckpt" / "last.prior.json"
     est = json.loads(path.read_text())
     assert est["num_images"] == 30 and np.isclose(sum(est["prior"]), 1.0)
-    assert est["train_prior"] == pytest.approx([1 / 3] * 3, abs=1e-5)     # 5 labels per class
-    assert est["reference"] == "training label frequencies"
+    assert est["reference"] == "mean prediction on 15 source images"      # the run's labelled.txt
+    assert main(["adapt-prior", "--checkpoint", run, "--data", spec, "--split", "test", *cache,
+                 "--source-prior", "1", "1", "1"]) == 0
+    est = json.loads(path.read_text())
+    assert est["train_prior"] == pytest.approx([1 / 3] * 3, abs=1e-5) and est["reference"] == "given"
     raw, _ = load_model(run, adapted=False)
     adapted, meta = load_model(run)
     assert meta["target_prior"] == est["prior"]

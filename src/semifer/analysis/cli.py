@@ -67,8 +67,9 @@ def register(sub) -> None:
     p.add_argument("--data", help="unlabelled target faces: a dataset spec, a folder or an image (labels unused)")
     p.add_argument("--split", default="train", help="the split of a dataset spec")
     p.add_argument("--detector", default="none", help="find faces in photos first: auto or a detector name")
-    p.add_argument("--source-data", help="the model's labelled training faces (a dataset spec or folder): "
-                                         "the prior it predicts under is its mean prediction on them (safest)")
+    p.add_argument("--source-data", help="the model's labelled training faces (a dataset spec or folder): the "
+                                         "prior it predicts under is its mean prediction on them (default for a "
+                                         "run folder: the faces its labelled.txt lists)")
     p.add_argument("--source-split", default="train")
     p.add_argument("--source-prior", type=float, nargs="+",
                    help="else: class frequencies of the training labels in the model's class order "
@@ -182,7 +183,7 @@ def _calibrate(args) -> int:
 def _adapt_prior(args) -> int:
     from semifer import checkpoint as ckpt
     from semifer.analysis.data import image_inputs
-    from semifer.analysis.prior import adapt_prior
+    from semifer.analysis.prior import adapt_prior, run_labelled_images
     from semifer.models.io import load_model, prior_path, resolve_device
 
     path = prior_path(ckpt.find_weights(args.checkpoint, "last"))
@@ -195,8 +196,10 @@ def _adapt_prior(args) -> int:
         raise ValueError("adapt-prior needs --data: the unlabelled faces whose class prior to estimate")
     _, meta = load_model(args.checkpoint, weights=args.weights, adapted=False)
     images, _, _ = image_inputs(args.data, meta, args.split, args.cache_dir, args.limit, detector=args.detector)
-    source = (image_inputs(args.source_data, meta, args.source_split, args.cache_dir, args.limit)[0]
-              if args.source_data else None)
+    if args.source_data:
+        source = image_inputs(args.source_data, meta, args.source_split, args.cache_dir, args.limit)[0]
+    else:  # a run folder: the labelled faces it lists, when its data is here
+        source = None if args.source_prior else run_labelled_images(args.checkpoint, meta, args.cache_dir)
     result = adapt_prior(args.checkpoint, images, args.weights, resolve_device(args.device), source,
                          args.source_prior, info={"data": args.data, "split": args.split})
     print(json.dumps(result, indent=2))

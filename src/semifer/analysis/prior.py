@@ -42,6 +42,31 @@ def source_prior_of(meta: dict, checkpoint: str) -> np.ndarray:
                      f"{list(meta['classes'])}")
 
 
+def run_labelled_images(checkpoint: str, meta: dict, cache_dir: str = ".cache/semifer") -> np.ndarray | None:
+    """The labelled faces a run folder lists in ``labelled.txt``, read from its ``data.train``;
+    None when ``checkpoint`` is not such a folder or its data cannot be read here."""
+    import os
+
+    from semifer.analysis.data import model_arrays
+    from semifer.config import load_config
+    from semifer.data.base import DataError
+
+    listed, config = (os.path.join(checkpoint, f) for f in ("labelled.txt", "config.yaml"))
+    if not (os.path.isdir(checkpoint) and os.path.exists(listed) and os.path.exists(config)):
+        return None
+    spec = load_config(config).data.train
+    if not isinstance(spec, str):
+        return None
+    with open(listed) as f:
+        ids = {line.split("\t")[0] for line in f if line.strip()}
+    try:
+        images, _, all_ids = model_arrays(spec, meta, "train", cache_dir)
+    except (DataError, OSError):
+        return None
+    keep = [i for i, name in enumerate(all_ids) if name in ids]
+    return images[keep] if keep else None
+
+
 def adapt_prior(checkpoint: str, images: np.ndarray, weights: str = "auto", device: str | torch.device = "cpu",
                 source_images: np.ndarray | None = None, source_prior=None, info: dict | None = None) -> dict:
     """Estimate the class prior of ``images`` (uint8 [N, S, S, C], unlabelled target faces) under
