@@ -122,6 +122,37 @@ def test_ema_teacher_label_smoothing_on_the_labelled_loss_only():
     assert close(out.loss, loss_x + 5.0 * out.logs["loss_u"])
 
 
+NS_BATCH = {"x": rows([1, 0, 0]), "y": torch.tensor([0]),
+         "u_w": rows([1, 0, 0], [0, 0, 0]),      # teacher (x2): softmax(2, 0, 0) and uniform
+         "u_s": rows([0, 1, 0], [0, 0, 0])}      # student: softmax(0, 1, 0) and uniform
+
+
+def test_noisy_student_soft_pseudo_labels_and_one_weight_per_image():
+    teacher = RowLogits(2.0)
+    algo = create_algorithm("noisy_student", 3, teacher=teacher, teacher_flip=False)
+    out = algo.step(RowLogits(), NS_BATCH, step=0)
+    q1 = 1 / (E**2 + 2)                                    # teacher's class-1 probability, image 1
+    h1 = math.log(E + 2) - q1                              # H(q, softmax(0, 1, 0)) = log(e + 2) - q_1
+    loss_u = (h1 + math.log(3)) / 2
+    loss_x = math.log(E + 2) - 1
+    assert abs(float(out.logs["loss_u"]) - loss_u) < 1e-5
+    assert abs(float(out.loss) - (1 * loss_x + 2 * loss_u) / 3) < 1e-5     # B = 1, uB = 2
+    assert out.pseudo_labels.tolist()[0] == 0 and out.mask.tolist() == [1.0, 1.0]
+    # tau drops the uniform image; lambda_u weighs the unlabelled images
+    out = create_algorithm("noisy_student", 3, teacher=teacher, teacher_flip=False, tau=0.5, lambda_u=2.0).step(
+        RowLogits(), NS_BATCH, step=0)
+    assert out.mask.tolist() == [1.0, 0.0]
+    assert abs(float(out.loss) - (loss_x + 4 * h1 / 2) / 5) < 1e-5
+    assert teacher.scale.grad is None
+
+
+def test_noisy_student_teacher_is_neither_optimised_nor_checkpointed():
+    algo = create_algorithm("noisy_student", 3, teacher=RowLogits(2.0))
+    assert list(algo.parameters()) == [] and algo.state_dict() == {}
+    with pytest.raises(ValueError, match="algorithm.teacher"):
+        create_algorithm("noisy_student", 3)
+
+
 def test_mean_teacher_consistency_and_rampup():
     algo = create_algorithm("mean_teacher", K, total_steps=10, rampup=0.5)
     student, teacher = RowLogits(), RowLogits(2.0)

@@ -39,7 +39,7 @@ class NoisyStudent(Algorithm):
         self.lambda_u, self.tau, self.hard, self.teacher_flip = lambda_u, tau, hard, teacher_flip
         self.teacher_source = teacher if isinstance(teacher, str) else ""   # a module here would register
         # a plain list: the fixed teacher is neither a parameter to optimise nor state to checkpoint
-        self._teacher: list[nn.Module] = [teacher] if isinstance(teacher, nn.Module) else []
+        self._teacher: list[nn.Module] = [teacher.requires_grad_(False)] if isinstance(teacher, nn.Module) else []
 
     def teacher(self, device: torch.device) -> nn.Module:
         if not self._teacher:
@@ -49,10 +49,8 @@ class NoisyStudent(Algorithm):
             if len(meta["classes"]) != self.num_classes:
                 raise ValueError(f"algorithm.teacher={self.teacher_source}: {len(meta['classes'])} classes "
                                  f"{meta['classes']}, the student has {self.num_classes}")
-            self._teacher.append(model)
-        model = self._teacher[0].to(device)
-        model.requires_grad_(False)
-        return model
+            self._teacher.append(model.requires_grad_(False))
+        return self._teacher[0].to(device)
 
     def step(self, model, batch, step, teacher=None):
         q = teacher_probs(self.teacher(batch["u_w"].device), batch["u_w"], self.teacher_flip)   # [uB, K]

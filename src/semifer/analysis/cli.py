@@ -155,6 +155,14 @@ def _attack(args) -> int:
     return 0
 
 
+def _remove(path: str) -> int:
+    """``--remove``: delete what a command stored beside the weights."""
+    if os.path.exists(path):
+        os.remove(path)
+    print(f"removed {path}" if not os.path.exists(path) else f"could not remove {path}")
+    return 0
+
+
 def _calibrate(args) -> int:
     from semifer.analysis.calibration import calibrate
     from semifer import checkpoint as ckpt
@@ -163,10 +171,7 @@ def _calibrate(args) -> int:
 
     path = temperature_path(ckpt.find_weights(args.checkpoint, "last"))
     if args.remove:
-        if os.path.exists(path):
-            os.remove(path)
-        print(f"removed {path}" if not os.path.exists(path) else f"could not remove {path}")
-        return 0
+        return _remove(path)
     device = resolve_device(args.device)
     _, meta = load_model(args.checkpoint, weights=args.weights, calibrated=False)
     images, labels, _ = model_arrays(args.data, meta, args.split, args.cache_dir, args.limit)
@@ -188,10 +193,7 @@ def _adapt_prior(args) -> int:
 
     path = prior_path(ckpt.find_weights(args.checkpoint, "last"))
     if args.remove:
-        if os.path.exists(path):
-            os.remove(path)
-        print(f"removed {path}" if not os.path.exists(path) else f"could not remove {path}")
-        return 0
+        return _remove(path)
     if not args.data:
         raise ValueError("adapt-prior needs --data: the unlabelled faces whose class prior to estimate")
     _, meta = load_model(args.checkpoint, weights=args.weights, adapted=False)

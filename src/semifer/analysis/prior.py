@@ -81,7 +81,7 @@ def adapt_prior(checkpoint: str, images: np.ndarray, weights: str = "auto", devi
     unchanged. Both are in the stored JSON (``reference``)."""
     from semifer import checkpoint as ckpt
     from semifer.analysis.calibration import collect_logits
-    from semifer.models.io import load_model, prior_path, weights_fingerprint
+    from semifer.models.io import load_model, prior_path
 
     model, meta = load_model(checkpoint, weights=weights, device=device, adapted=False)
     probs_of = lambda x: collect_logits(model, x, meta["mean"], meta["std"], device=device).softmax(1).numpy()
@@ -96,12 +96,11 @@ def adapt_prior(checkpoint: str, images: np.ndarray, weights: str = "auto", devi
     probs = probs_of(images)
     pi_t, iters = em_prior(probs, pi_s)
     which = meta.get("eval_weights", "model") if weights == "auto" else weights
-    state = ckpt.split_prefix(ckpt.load_weights(ckpt.find_weights(checkpoint, "last"))[0], f"{which}.")
     result = {"prior": [round(float(v), 6) for v in pi_t], "train_prior": [round(float(v), 6) for v in pi_s / pi_s.sum()],
               "reference": reference, "classes": list(meta["classes"]),
               "mean_prediction": [round(float(v), 6) for v in probs.mean(0)],
               "em_iterations": iters, "num_images": int(len(images)), "weights": which,
-              "fingerprint": weights_fingerprint(state), **(info or {})}
+              "fingerprint": meta["fingerprint"], **(info or {})}
     path = prior_path(ckpt.find_weights(checkpoint, "last"))
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(result, f, indent=2)

@@ -152,19 +152,27 @@ def weights_fingerprint(state: dict[str, torch.Tensor]) -> str:
                                  if k.startswith("head."))).hexdigest()[:16]
 
 
-def _apply_temperature(model: torch.nn.Module, file: str, which: str, state: dict, meta: dict) -> None:
-    """Fold a fitted temperature T into the head (W / T, b / T, so logits / T everywhere: eval,
-    Predictor, ONNX export); skipped with a note when it was fitted on other weights."""
+def _stored_fit(path: str, which: str, state: dict, command: str) -> dict | None:
+    """The JSON a command stored beside the weights (``semifer calibrate``, ``adapt-prior``), or
+    None when there is none or it was fitted on other weights (then with a note)."""
     import json
 
-    path = temperature_path(file)
     if not os.path.exists(path):
-        return
+        return None
     with open(path) as f:
-        cal = json.load(f)
-    if cal.get("weights") != which or cal.get("fingerprint") != weights_fingerprint(state):
-        print(f"note: {path} was fitted on other weights ({cal.get('weights')}, before the last save?); "
-              f"not applied. Run `semifer calibrate` again", file=sys.stderr)
+        fit = json.load(f)
+    if fit.get("weights") != which or fit.get("fingerprint") != weights_fingerprint(state):
+        print(f"note: {path} was fitted on other weights ({fit.get('weights')}, before the last save?); "
+              f"not applied. Run `semifer {command}` again", file=sys.stderr)
+        return None
+    return fit
+
+
+def _apply_temperature(model: torch.nn.Module, file: str, which: str, state: dict, meta: dict) -> None:
+    """Fold a fitted temperature T into the head (W / T, b / T, so logits / T everywhere: eval,
+    Predictor, ONNX export)."""
+    cal = _stored_fit(temperature_path(file), which, state, "calibrate")
+    if cal is None:
         return
     t = float(cal["temperature"])
     with torch.no_grad():
@@ -172,22 +180,15 @@ def _apply_temperature(model: torch.nn.Module, file: str, which: str, state: dic
         if model.head.bias is not None:
             model.head.bias.div_(t)
     meta["temperature"] = t
-    print(f"note: probabilities calibrated with temperature {t:.3f} from {path}", file=sys.stderr)
+    print(f"note: probabilities calibrated with temperature {t:.3f} from {temperature_path(file)}", file=sys.stderr)
 
 
 def _apply_prior(model: torch.nn.Module, file: str, which: str, state: dict, meta: dict) -> None:
     """Add log(pi_t / pi_s) to the head's bias (analysis/prior.py: the model then predicts under
-    the target prior pi_t); skipped with a note when it was estimated on other weights."""
-    import json
-
+    the target prior pi_t)."""
     path = prior_path(file)
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        est = json.load(f)
-    if est.get("weights") != which or est.get("fingerprint") != weights_fingerprint(state):
-        print(f"note: {path} was estimated with other weights ({est.get('weights')}, before the last save?); "
-              f"not applied. Run `semifer adapt-prior` again", file=sys.stderr)
+    est = _stored_fit(path, which, state, "adapt-prior")
+    if est is None:
         return
     if est.get("classes") != list(meta["classes"]) or getattr(model.head, "bias", None) is None:
         raise ckpt.CheckpointError(f"{path}: its classes {est.get('classes')} are not the model's "
@@ -221,6 +222,7 @@ def load_model(path: str, weights: str = "auto", device: str | torch.device = "c
     model = _create_with_addons(name, options, num_classes=len(meta["classes"]), in_chans=meta["in_chans"],
                                 pretrained=False, checkpoint_path=None)
     model.load_state_dict(state)
+    meta["fingerprint"] = weights_fingerprint(state)   # of the weights as saved: what stored fits check
     if calibrated:
         _apply_temperature(model, file, which, state, meta)
     if adapted:  # after T: Saerens' correction acts on calibrated probabilities
