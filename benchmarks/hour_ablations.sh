@@ -4,7 +4,7 @@
 # native bf16), 100 labels per class, split SEED. Rows go to benchmarks/results/fer2013_ablations.jsonl;
 # `python benchmarks/paired.py benchmarks/results/fer2013_ablations.jsonl --markdown` makes the table.
 #   bash benchmarks/hour_ablations.sh DATA_DIR SEED [group ...]
-# groups: baselines sitfer dta ssfer (the papers' defaults), ssfer_hour (II -> III with stage III
+# groups: reference (supervised, EMA teacher), baselines sitfer dta ssfer (the papers' defaults), ssfer_hour (II -> III with stage III
 # at the full 6,000-step recipe, rows to benchmarks/results/fer2013_hour.jsonl; III_OVERRIDES="k=v ..."
 # and III_TAG=_name vary stage III), ns_hour (a Noisy Student of ssfer_hour's teacher after
 # label-shift adaptation; NS_OVERRIDES and NS_TAG vary it), dta_floor freematch_floor (the
@@ -26,6 +26,9 @@ II=$PWD/runs/bench/fer2013/facemix_lpc100_s${SEED}abl_ii   # stage II of the ssf
 stage_ii() { [ -f "$II/summary.json" ] || bench abl_ii facemix; }
 for group in $GROUPS_; do
   case $group in
+    reference)  # the two rows every ablation is read against
+      bench abl supervised
+      bench abl ema_teacher ;;
     baselines)
       bench abl supervised
       bench abl ema_teacher
@@ -62,6 +65,6 @@ for group in $GROUPS_; do
       "$PY" "$HERE/fer2013.py" --data "fer2013:$DATA" --config "$ROOT/recipes/fer2013_cpu_hour_ssl.yaml" \
         --algorithms noisy_student --seeds "$SEED" --tag "_hour_ns${NS_TAG:-}" --results "$H" \
         "algorithm.teacher=$T" ${NS_OVERRIDES:-} ;;
-    *) echo "unknown group $group (baselines sitfer dta ssfer ssfer_hour ns_hour dta_floor freematch_floor)" >&2; exit 2 ;;
+    *) echo "unknown group $group (reference baselines sitfer dta ssfer ssfer_hour ns_hour dta_floor freematch_floor)" >&2; exit 2 ;;
   esac
 done

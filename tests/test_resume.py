@@ -27,8 +27,11 @@ def _job(kind: str, tiny: list[str], tmp_path):
     """``(config(name, *overrides), run)`` for a run of ``kind`` (an algorithm, or "pretrain") in
     ``tmp_path/name``; deterministic, fp32, a checkpoint only when stopped or finished."""
     exact = ["train.deterministic=true", "train.amp=none"]
-    if kind == "pretrain":
+    if kind.startswith("pretrain"):
         base = PRETRAIN + exact + [f"data.cache_dir={tmp_path / 'cache'}"]
+        if kind == "pretrain_simclr":  # a CNN, two RandAugment views a face, batch norm in the head
+            base = [o for o in base if not o.startswith(("model.", "mae."))]
+            base += ["method=simclr", "model.name=cnn_small", "model.options={widths: [8, 16]}"]
         return (lambda name, *extra: pre.load_pretrain_config(None, base + [f"out={tmp_path / name}", *extra]),
                 pre.pretrain)
     base = tiny + exact + [f"algorithm.name={kind}", "train.ckpt_every=100", "train.eval_every=100"]
@@ -56,7 +59,7 @@ def _metrics(run) -> list[dict]:
             for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("kind", ["supervised", "fixmatch", "pretrain"])
+@pytest.mark.parametrize("kind", ["supervised", "fixmatch", "pretrain", "pretrain_simclr"])
 def test_resume_equals_the_uninterrupted_run(kind, tiny, tmp_path, monkeypatch):
     config, run = _job(kind, tiny, tmp_path)
     run(config("straight"))

@@ -293,7 +293,7 @@ def test_ssfer_recipes_resolve_to_the_papers_settings(tmp_path, recipe):
     assert finetune.train.warmup_lr == 5e-5 and finetune.train.lr == 1e-4  # warm-up from 5e-5
     assert semi.data.strong == "timm_m9_mstd05"                         # rand-m9-mstd0.5(-inc1)
     with torch.device("meta"):                                          # ViT-B/16 shapes, no memory
-        mae = pre_module.build_mae(pre, channels=3)
+        mae = pre_module.build_objective(pre, channels=3)
     assert mae.encoder.embed_dim == 768 and len(mae.encoder.blocks) == 12
     assert _decoder_of(mae) == (512, 8, 16)                             # the paper's, not the auto 512 x 6
 
@@ -305,7 +305,7 @@ def _decoder_of(mae) -> tuple[int, int, int]:
 def test_mae_decoder_scales_to_the_encoder_by_default():
     """MAE's 512 x 8 decoder behind the 2.7 M ViT-Tiny held 25.4 M weights (a 332 MB checkpoint)."""
     cfg = pre.load_pretrain_config(None, ["model.name=vit_tiny_p8", "data.size=48"])  # 192 wide, 6 blocks, 3 heads
-    mae = pre.build_mae(cfg, channels=1)
+    mae = pre.build_objective(cfg, channels=1)
     assert _decoder_of(mae) == (192, 3, 3)            # its width and heads, ceil(6 / 2) blocks
     count = lambda m: sum(p.numel() for p in m.parameters())
     encoder, decoder = count(mae.encoder), count(mae) - count(mae.encoder)

@@ -1,14 +1,16 @@
-"""``semifer pretrain``: MAE pre-training of a ViT encoder on unlabelled faces (SSFER stage I).
+"""``semifer pretrain``: self-supervised pre-training of an encoder on unlabelled faces: MAE on a
+ViT (``method=mae``, SSFER stage I) or SimCLR on any backbone, CNNs included (``method=simclr``).
 
 One loop, read top to bottom, like ``engine/train.py`` and on the same run scaffold
 (``engine/run.py``: lock, resume checks, optimiser and schedule, stop flag, checkpoints): gather a
-uint8 batch from the decoded caches of every source, random-resized-crop + flip it on the device,
-MAE loss under autocast, backward, clip, AdamW and warm-up + cosine step; periodically log, save a
+uint8 batch from the decoded caches of every source, augment it on the device (MAE: one
+random-resized-crop + flip; SimCLR: two such views with RandAugment's photometric and geometric
+ops on top), the method's loss under autocast, backward, clip, AdamW and warm-up + cosine step; periodically log, save (MAE) a
 PNG grid of original / masked / reconstructed images, and checkpoint atomically (weights +
 optimiser, schedule, sampler and RNG state), so ``resume=true`` continues exactly.
 
 Outputs in the run folder: ``config.yaml``, ``sources.json``, ``metrics.jsonl``, ``vis/*.png``,
-``ckpt/last.safetensors`` (``encoder.*`` and the decoder), ``ckpt/last_state.pt``, and at the end
+``ckpt/last.safetensors`` (``encoder.*`` and the decoder or projection head), ``ckpt/last_state.pt``, and at the end
 ``encoder.safetensors`` (``encoder.*`` only) and ``summary.json``. ``semifer train
 model.init=RUN`` (or ``=RUN/encoder.safetensors``) starts a classifier from the encoder.
 """
@@ -27,7 +29,7 @@ from semifer import checkpoint as ckpt
 from semifer.config import load_config
 from semifer.data.pool import gather, open_pool, report_lines
 from semifer.data.sampler import BatchStream
-from semifer.data.transforms import normalize, weak_view
+from semifer.data.transforms import normalize, strong_view, weak_view
 from semifer.engine.distributed import cleanup
 from semifer.engine.evaluate import autocast
 from semifer.engine.optim import backward_step
@@ -39,6 +41,7 @@ from semifer.io import atomic_path
 from semifer.models import create_model
 from semifer.models.io import model_kwargs
 from semifer.ssl.mae import MaskedAutoencoder
+from semifer.ssl.simclr import SimCLR
 
 
 @dataclass
@@ -56,7 +59,7 @@ class PretrainDataConfig:
 
 @dataclass
 class EncoderConfig:
-    name: str = "vit_tiny_p8"          # a ViT: vit_tiny_p8, vit_small_p8, or a timm ViT (vit_base_patch16_224)
+    name: str = "vit_tiny_p8"          # MAE: a ViT (vit_tiny_p8, vit_small_p8, a timm ViT); SimCLR: any backbone
     options: dict = field(default_factory=dict)  # model keyword arguments (depth, patch_size, ...)
 
 
@@ -67,6 +70,16 @@ class MAEConfig:
     decoder_dim: int = 0               # 0 = min(encoder width, 512); MAE / SSFER recipes: 512
     decoder_depth: int = 0             # 0 = min(8, ceil(encoder blocks / 2)); recipes: 8 (ssl/mae.py:decoder_shape)
     decoder_heads: int = 0             # 0 = the encoder's heads at its width, else 16; recipes: 16
+
+
+@dataclass
+class SimCLRConfig:
+    temperature: float = 0.2           # tau of NT-Xent (paper: 0.1 at batch 4096, 0.5 on CIFAR-10)
+    proj_dim: int = 128                # z, the projection head's output (paper)
+    hidden_dim: int = 0                # the head's hidden width; 0 = the encoder's feature width (paper)
+    strong_ops: int = 2                # RandAugment rounds on each view after its crop + flip, standing
+    strong_magnitude: float = 10       # in for the paper's colour distortion on gray faces (0 ops = crop
+                                       # + flip only); magnitude drawn from 0..this of 30
 
 
 @dataclass
@@ -83,8 +96,9 @@ class PretrainTrainConfig:
     min_lr: float = 0.0
     clip_grad: float = 0.0             # max grad norm; 0 disables
     amp: str = "auto"                  # auto (bf16 on CUDA, none on CPU) | fast (bf16 where native) | bf16 | fp16 | none
+    channels_last: bool = False        # NHWC convolutions (CNN encoders; with bf16 on a CPU, ~1.3x)
     log_every: int = 50
-    vis_every: int = 500               # PNG grid of original / masked / reconstruction; 0 disables
+    vis_every: int = 500               # MAE: PNG grid of original / masked / reconstruction; 0 disables
     ckpt_every: int = 500
     seed: int = 0
     deterministic: bool = False        # torch.use_deterministic_algorithms, for exact resume tests
@@ -96,9 +110,11 @@ class PretrainTrainConfig:
 class PretrainConfig:
     out: str = "runs/pretrain"
     resume: bool = False
+    method: str = "mae"                # mae | simclr
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
     model: EncoderConfig = field(default_factory=EncoderConfig)
     mae: MAEConfig = field(default_factory=MAEConfig)
+    simclr: SimCLRConfig = field(default_factory=SimCLRConfig)
     train: PretrainTrainConfig = field(default_factory=PretrainTrainConfig)
 
 
@@ -120,10 +136,19 @@ def open_sources(dc: PretrainDataConfig) -> tuple[list[tuple[np.ndarray, np.ndar
 # ---------------------------------------------------------------------------- model
 
 
-def build_mae(cfg: PretrainConfig, channels: int) -> MaskedAutoencoder:
-    """The encoder exactly as ``semifer train`` builds the classifier's backbone, plus a decoder."""
+METHODS = ("mae", "simclr")
+
+
+def build_objective(cfg: PretrainConfig, channels: int) -> MaskedAutoencoder | SimCLR:
+    """The encoder exactly as ``semifer train`` builds the classifier's backbone, wrapped by the
+    method: a decoder (MAE) or a projection head (SimCLR)."""
+    if cfg.method not in METHODS:
+        raise ValueError(f"method={cfg.method!r}; expected one of {', '.join(METHODS)}")
     encoder = create_model(cfg.model.name, num_classes=1, in_chans=channels,
                            **model_kwargs(cfg.model, cfg.data.size)).backbone
+    if cfg.method == "simclr":
+        c = cfg.simclr
+        return SimCLR(encoder, proj_dim=c.proj_dim, hidden_dim=c.hidden_dim, temperature=c.temperature)
     m = cfg.mae
     return MaskedAutoencoder(encoder, mask_ratio=m.mask_ratio, decoder_dim=m.decoder_dim,
                              decoder_depth=m.decoder_depth, decoder_heads=m.decoder_heads,
@@ -157,7 +182,7 @@ def save_grid(path: str, original: torch.Tensor, masked: torch.Tensor, recon: to
 
 
 def pretrain(cfg: PretrainConfig) -> dict:
-    """Run MAE pre-training; returns the summary written to ``summary.json``. Rank 0 holds the
+    """Run the pre-training; returns the summary written to ``summary.json``. Rank 0 holds the
     run folder's lock throughout, as training does."""
     with locked(cfg.out):
         return _pretrain(cfg)
@@ -170,7 +195,7 @@ def _pretrain(cfg: PretrainConfig) -> dict:
     d = setup(tc)
     run = cfg.out
     resume_from = check_resumable(cfg, "; to pre-train further, start a new run (another out=)")
-    open_folder(run, d, "vis")
+    open_folder(run, d, *(["vis"] if cfg.method == "mae" else []))
 
     arrays, report, channels = open_sources(dc)
     sizes = np.array([len(keep) for _, keep in arrays])
@@ -182,7 +207,9 @@ def _pretrain(cfg: PretrainConfig) -> dict:
             json.dump(report, f, indent=2)
     epochs_line = apply_epochs(tc, tc.epochs, total, tc.batch_size * d.world, "pretrain epochs over the pool")
 
-    mae = build_mae(cfg, channels).to(d.device)
+    mae = build_objective(cfg, channels).to(d.device)  # MAE or SimCLR; `mae` keeps the loop's names short
+    if tc.channels_last:
+        mae = mae.to(memory_format=torch.channels_last)
     net = torch.nn.parallel.DistributedDataParallel(mae) if d.enabled else mae
     optimizer = make_optimizer("adamw", param_groups([mae], tc.weight_decay, NO_DECAY), tc.lr,
                                betas=(tc.beta1, tc.beta2))
@@ -191,7 +218,7 @@ def _pretrain(cfg: PretrainConfig) -> dict:
     stream = BatchStream(np.arange(total), tc.batch_size, seed=tc.seed * 1009 + d.rank)
     aug_gen = aug_generator(tc.seed, d.rank)
     meta = {"model": cfg.model.name, "model_options": model_kwargs(cfg.model, dc.size), "in_chans": channels,
-            "size": dc.size, "mean": dc.mean, "std": dc.std, "kind": "mae_encoder"}
+            "size": dc.size, "mean": dc.mean, "std": dc.std, "kind": f"{cfg.method}_encoder"}
 
     start = 0
     if resume_from:
@@ -211,6 +238,16 @@ def _pretrain(cfg: PretrainConfig) -> dict:
     vis_x = normalize(torch.from_numpy(gather(arrays, vis_idx, offsets)).permute(0, 3, 1, 2).to(d.device),
                       dc.mean, dc.std)
 
+    def views(idx: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """The method's input views of one batch, normalised."""
+        x = torch.from_numpy(gather(arrays, idx, offsets)).permute(0, 3, 1, 2).to(d.device)
+        crop = dict(mode="rrc", scale=(dc.crop_scale, 1.0))
+        if cfg.method == "mae":
+            return (normalize(weak_view(x, aug_gen, **crop), dc.mean, dc.std),)
+        c = cfg.simclr  # two independent draws of crop + flip + RandAugment, no Cutout
+        return tuple(normalize(strong_view(x, aug_gen, n_ops=c.strong_ops, magnitude=c.strong_magnitude,
+                                           cutout=0.0, **crop), dc.mean, dc.std) for _ in range(2))
+
     def visualise(step: int) -> None:
         mae.eval()
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
@@ -221,42 +258,46 @@ def _pretrain(cfg: PretrainConfig) -> dict:
         save_grid(os.path.join(run, "vis", f"step_{step:07d}.png"), vis_x, masked, recon, dc.mean, dc.std)
 
     if d.is_main:
-        print(f"pretrain {run}: MAE on {total} images from {len(arrays)} source(s), encoder {cfg.model.name} "
+        print(f"pretrain {run}: {cfg.method.upper()} on {total} images from {len(arrays)} source(s), encoder {cfg.model.name} "
               f"({sum(p.numel() for p in mae.encoder.parameters()) / 1e6:.2f} M), {dc.size} px, "
               f"{tc.iterations} iterations x batch {tc.batch_size * d.world}, device {d.device}, amp {amp}")
         print("\n".join(report_lines(report) + ([epochs_line] if epochs_line else [])))
     t_start = t_log = time.time()
-    loss_sum, n_logged, n_images, last_loss = 0.0, 0, 0, float("nan")
+    loss_sum, acc_sum, n_logged, n_images, last_loss = 0.0, 0.0, 0, 0, float("nan")
     bar = progress_bar(d, tc.iterations, start, "pretrain")
     mae.train()
     with StopFlag() as stop:  # Ctrl-C / SIGTERM: finish the step, checkpoint, stop (as training does)
         for step in range(start, tc.iterations):
             idx = stream.next()
-            x = torch.from_numpy(gather(arrays, idx, offsets)).permute(0, 3, 1, 2).to(d.device)
-            x = normalize(weak_view(x, aug_gen, mode="rrc", scale=(dc.crop_scale, 1.0)), dc.mean, dc.std)
             with autocast(d.device, amp):
-                loss, _, _ = net(x)
+                out = net(*views(idx))  # MAE: (loss, pred, mask); SimCLR: (loss, accuracy)
+            loss = out[0]
             nonfinite, stopping = stop_flags(d, loss, stop)
             if nonfinite:  # before backward: the weights and the last checkpoint stay finite
                 fail_on_loss(loss, step + 1, run, saved_at, bar)
             backward_step(loss, optimizer, scaler, scheduler, mae.parameters(), tc.clip_grad)
             loss_sum += float(loss.detach())
+            acc_sum += float(out[1]) if cfg.method == "simclr" else 0.0
             n_logged += 1
             n_images += len(idx)
 
             last = step + 1 == tc.iterations
             if (step + 1) % tc.log_every == 0 or last:
-                logs = d.mean({"loss": loss_sum / n_logged})
+                logs = d.mean({"loss": loss_sum / n_logged, "pos_acc": acc_sum / n_logged})
                 last_loss = logs["loss"]
                 rate = n_images * d.world / max(time.time() - t_log, 1e-9)
                 if d.is_main:
                     rec = {"step": step + 1, "loss": round(last_loss, 5), "lr": scheduler.get_last_lr()[0],
                            "images_per_s": round(rate, 1)}
+                    gauge = ""
+                    if cfg.method == "simclr":  # share of views whose partner is their nearest view
+                        rec["pos_acc"] = round(logs["pos_acc"], 4)
+                        gauge = f", positive found {logs['pos_acc']:.3f}"
                     log_metrics(run, rec)
                     bar.set_postfix({"loss": f"{last_loss:.4f}", "images_per_s": f"{rate:.0f}"})
-                    bar.write(f"step {step + 1}/{tc.iterations}: loss {last_loss:.4f}, {rate:.0f} images/s")
-                loss_sum, n_logged, n_images, t_log = 0.0, 0, 0, time.time()
-            if d.is_main and tc.vis_every and ((step + 1) % tc.vis_every == 0 or last):
+                    bar.write(f"step {step + 1}/{tc.iterations}: loss {last_loss:.4f}{gauge}, {rate:.0f} images/s")
+                loss_sum, acc_sum, n_logged, n_images, t_log = 0.0, 0.0, 0, 0, time.time()
+            if d.is_main and cfg.method == "mae" and tc.vis_every and ((step + 1) % tc.vis_every == 0 or last):
                 visualise(step + 1)
             if (step + 1) % tc.ckpt_every == 0 or last:
                 save(step + 1)
@@ -273,7 +314,7 @@ def _pretrain(cfg: PretrainConfig) -> dict:
     if d.is_main:
         encoder = {f"encoder.{k}": v for k, v in mae.encoder.state_dict().items()}
         ckpt.save_weights(os.path.join(run, "encoder.safetensors"), encoder, {**meta, "step": tc.iterations})
-        summary = {"run": run, "kind": "mae_pretrain", "model": cfg.model.name, "images": total, "sources": report,
+        summary = {"run": run, "kind": f"{cfg.method}_pretrain", "model": cfg.model.name, "images": total, "sources": report,
                    "iterations": tc.iterations, "final_loss": last_loss, "resumed_at": start if resume_from else None,
                    "wall_s": round(time.time() - t_start, 1), "encoder": os.path.join(run, "encoder.safetensors"),
                    "config": dataclasses.asdict(cfg)}

@@ -1,0 +1,72 @@
+"""SimCLR pre-training (``semifer pretrain method=simclr``): NT-Xent by hand, and a CNN encoder
+that loads into the classifier ``semifer train model.init=`` builds."""
+import math
+
+import pytest
+import torch
+
+from semifer import checkpoint as ckpt
+from semifer.models import create_model
+from semifer.models.io import init_from
+from semifer.ssl import pretrain as pre
+from semifer.ssl.simclr import SimCLR, nt_xent
+
+TINY_CNN = ["model.name=cnn_small", "model.options={widths: [8, 16]}"]
+
+
+def test_nt_xent_by_hand():
+    # Two images, two orthogonal directions: view 1 of image a = view 2 of image a = e1, same for b
+    # with e2. Each anchor sees its partner at cosine 1 and the other two views at 0.
+    z1 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    z2 = torch.tensor([[2.0, 0.0], [0.0, 3.0]])     # lengths do not matter: cosines
+    loss, acc = nt_xent(z1, z2, tau=0.5)
+    assert loss.item() == pytest.approx(-math.log(math.exp(2) / (math.exp(2) + 2)), rel=1e-6)
+    assert acc.item() == 1.0
+    # Swap image b's second view for image a's direction: b's anchors now face a tie they lose.
+    z2 = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    loss, acc = nt_xent(z1, z2, tau=1.0)
+    # anchors a1, a2: partner 1, others {b1: 0, b2: 1} -> -log(e / (e + 1 + e)); two of them
+    # anchor b1 (0, 1): partner b2 (1, 0) at 0, others a1 0, a2 0 -> -log(1 / 3)
+    # anchor b2 (1, 0): partner b1 at 0, others a1 1, a2 1 -> -log(1 / (1 + 2e))
+    e = math.e
+    by_hand = (2 * -math.log(e / (2 * e + 1)) - math.log(1 / 3) - math.log(1 / (1 + 2 * e))) / 4
+    assert loss.item() == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_simclr_gradient_reaches_the_encoder():
+    enc = create_model("cnn_small", 7, 1, widths=(8, 16)).backbone
+    model = SimCLR(enc, proj_dim=4, temperature=0.2)
+    assert model.projector[0].in_features == 16 and model.projector[-1].out_features == 4
+    loss, acc = model(torch.randn(6, 1, 16, 16), torch.randn(6, 1, 16, 16))
+    loss.backward()
+    assert torch.isfinite(loss) and 0 <= acc.item() <= 1
+    assert enc.stages[0][0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="temperature"):
+        SimCLR(enc, temperature=0)
+
+
+def _cfg(tmp_path, *extra):
+    return pre.load_pretrain_config(None, [
+        f"out={tmp_path / 'run'}", "method=simclr", "data.sources=synthetic:?n=120", "data.size=32",
+        f"data.cache_dir={tmp_path / 'cache'}", *TINY_CNN, "train.batch_size=8", "train.iterations=3",
+        "train.warmup=1", "train.log_every=1", "train.threads=1", *extra])
+
+
+def test_simclr_pretrain_writes_an_encoder_the_classifier_loads(tmp_path, capsys):
+    summary = pre.pretrain(_cfg(tmp_path))
+    assert summary["kind"] == "simclr_pretrain" and summary["iterations"] == 3
+    assert "positive found" in capsys.readouterr().out
+    path = str(tmp_path / "run" / "encoder.safetensors")
+    weights, meta = ckpt.load_weights(path)
+    assert meta["kind"] == "simclr_encoder" and all(k.startswith("encoder.") for k in weights)
+    model = create_model("cnn_small", 7, 1, widths=(8, 16))
+    report = init_from(model, path)
+    assert report["loaded"] == sorted(model.backbone.state_dict()) and not report["missing"]
+    w = "stages.0.0.weight"
+    assert torch.equal(model.backbone.state_dict()[w], weights[f"encoder.{w}"])
+    assert not (tmp_path / "run" / "vis").exists()   # the reconstruction grid is MAE's
+
+
+def test_unknown_method_is_named(tmp_path):
+    with pytest.raises(ValueError, match="method='byol'; expected one of mae, simclr"):
+        pre.pretrain(_cfg(tmp_path, "method=byol"))
