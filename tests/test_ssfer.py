@@ -214,6 +214,31 @@ def test_facemix_engine_passes_the_view_parameters():
     assert torch.equal(with_params["x_theta"], theta)
 
 
+def test_layer_decay_scales_each_vit_block_and_keeps_the_head_at_full_lr():
+    from semifer.engine.run import layer_decay_scales, make_optimizer, make_scheduler, param_groups
+
+    model = create_model("vit_tiny_p8", 7, 1, img_size=32, **TINY_VIT)   # 2 blocks: layers 0 (stem), 1, 2
+    b, d = model.backbone, 0.5
+    scales = layer_decay_scales(model, d)
+    assert scales[b.pos_embed] == scales[b.patch_embed.proj.weight] == d ** 3
+    assert scales[b.blocks[0].attn.qkv.weight] == d ** 2 and scales[b.blocks[1].mlp.fc1.weight] == d
+    assert model.head.weight not in scales                                # outside the backbone: lr x 1
+    opt = make_optimizer("adamw", param_groups([model], 0.05, lr_scales=scales), 1e-3)
+    lr = {p: g["lr"] for g in opt.param_groups for p in g["params"]}
+    wd = {p: g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert lr[b.pos_embed] == pytest.approx(1.25e-4) and lr[b.blocks[1].mlp.fc1.weight] == pytest.approx(5e-4)
+    assert lr[model.head.weight] == 1e-3 and wd[model.head.bias] == 0 and wd[b.blocks[0].attn.qkv.weight] == 0.05
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    sched = make_scheduler(opt, iterations=10, warmup=2, lr=1e-3)         # the schedule scales every layer alike
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    now = {p: g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert now[b.pos_embed] / now[model.head.weight] == pytest.approx(d ** 3)
+    with pytest.raises(ValueError, match="group_matcher"):
+        layer_decay_scales(create_model("cnn_small", 7), 0.75)
+
+
 def test_mixup_trains():
     """Five Mixup steps on one fixed batch move the weights and lower the Mixup loss. lam is drawn
     anew every step, so the loss is compared at one lam: the algorithm's generator is rewound."""

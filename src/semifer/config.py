@@ -81,6 +81,8 @@ class TrainConfig:
     beta2: float = 0.999               # adamw
     nesterov: bool = True
     weight_decay: float = 5e-4
+    layer_decay: float = 0.0           # > 0: layer-wise lr decay, lr x this^(depth - layer) (ViTs; MAE
+                                       # fine-tuning: 0.75); 0 = one lr for every layer
     warmup: int = 0                    # linear warm-up iterations
     warmup_lr: float = 0.0             # lr at the first warm-up step (SSFER: 5e-5); 0 = linear from 0
     min_lr: float = 0.0                # cosine floor

@@ -101,24 +101,54 @@ def open_folder(run: str, d: Dist, *subfolders: str) -> None:
 # ---------------------------------------------------------------------------- optimiser, schedule, precision
 
 
-def param_groups(modules, weight_decay: float, no_decay_names: tuple[str, ...] = ()) -> list[dict]:
+def param_groups(modules, weight_decay: float, no_decay_names: tuple[str, ...] = (),
+                 lr_scales: dict[torch.nn.Parameter, float] | None = None) -> list[dict]:
     """Two groups of the trainable parameters of ``modules``: with ``weight_decay``, and without
     it for 1-d parameters (biases, norm scales) and for parameters whose own name is in
     ``no_decay_names``. One rule for every run; the callers differ only in the names: training
     passes none (a ViT's ``pos_embed`` and ``cls_token`` are decayed, as they always were), MAE
-    pre-training passes ``pos_embed``, ``cls_token`` and ``mask_token`` (MAE, timm)."""
-    decay, no_decay = [], []
+    pre-training passes ``pos_embed``, ``cls_token`` and ``mask_token`` (MAE, timm).
+
+    ``lr_scales`` (parameter -> factor, see :func:`layer_decay_scales`) splits each group by
+    factor; a group's ``lr_scale`` then multiplies the lr (:func:`make_optimizer`)."""
+    groups: dict[tuple[bool, float], list] = {}
     for m in modules:
         for name, p in m.named_parameters():
             if p.requires_grad:
                 skip = p.ndim <= 1 or name.rsplit(".", 1)[-1] in no_decay_names
-                (no_decay if skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+                scale = (lr_scales or {}).get(p, 1.0)
+                groups.setdefault((skip, scale), []).append(p)
+    for skip in (False, True):  # the two plain groups always exist, in this order, as before
+        groups.setdefault((skip, 1.0), [])
+    out = []
+    for (skip, scale), params in sorted(groups.items(), key=lambda kv: (kv[0][1] != 1.0, kv[0][1], kv[0][0])):
+        group = {"params": params, "weight_decay": 0.0 if skip else weight_decay}
+        if scale != 1.0:
+            group["lr_scale"] = scale
+        out.append(group)
+    return out
+
+
+def layer_decay_scales(model, decay: float) -> dict[torch.nn.Parameter, float]:
+    """Layer-wise lr decay (BEiT; MAE fine-tuning, 0.75 there): the backbone's layers, as its timm
+    ``group_matcher`` orders them (a ViT: stem, then one per block), get lr x decay^(L - l), where
+    layer L = everything outside the backbone (the head, add-ons), which keeps the full lr."""
+    from timm.models._manipulate import group_parameters
+
+    backbone = model.backbone
+    if not hasattr(backbone, "group_matcher"):
+        raise ValueError(f"train.layer_decay={decay} needs a backbone with timm's group_matcher (a ViT, "
+                         f"ConvNeXt, ...); {type(backbone).__name__} has none: leave train.layer_decay=0")
+    layer_of = group_parameters(backbone, backbone.group_matcher(coarse=False), reverse=True)
+    top = max(layer_of.values()) + 1
+    return {p: decay ** (top - layer_of.get(name, top)) for name, p in backbone.named_parameters()}
 
 
 def make_optimizer(kind: str, groups: list[dict], lr: float, momentum: float = 0.9, nesterov: bool = False,
                    betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
-    """``sgd`` (momentum, Nesterov) or ``adamw`` (betas) over ``param_groups``."""
+    """``sgd`` (momentum, Nesterov) or ``adamw`` (betas) over ``param_groups``; a group's
+    ``lr_scale`` multiplies ``lr`` (the schedule then scales every group alike)."""
+    groups = [{**g, "lr": lr * g["lr_scale"]} if "lr_scale" in g else g for g in groups]
     if kind == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
     if kind == "adamw":

@@ -31,9 +31,10 @@ from semifer.engine.distributed import cleanup
 from semifer.engine.evaluate import autocast, predict_probs, write_eval
 from semifer.engine.model_io import FusedModel, model_meta
 from semifer.engine.run import Diverged  # noqa: F401  (what a diverged run raises, for callers to catch)
-from semifer.engine.run import (StopFlag, aug_generator, check_resumable, fail_on_loss, interrupted, locked,
-                                log_metrics, make_optimizer, make_scheduler, open_folder, param_groups, precision,
-                                progress_bar, resume, save_checkpoint, setup, stop_flags, training_state)
+from semifer.engine.run import (StopFlag, aug_generator, check_resumable, fail_on_loss, interrupted,
+                                layer_decay_scales, locked, log_metrics, make_optimizer, make_scheduler, open_folder,
+                                param_groups, precision, progress_bar, resume, save_checkpoint, setup, stop_flags,
+                                training_state)
 from semifer.engine.schedule import train_epochs
 from semifer.models.io import build_model
 
@@ -138,7 +139,8 @@ def _train(cfg: Config) -> dict:
         fixed = algo.teacher_momentum is not None  # a teacher follows its paper's momentum from step 0
         ema = ModelEmaV3(model, decay=algo.teacher_momentum if fixed else tc.ema, use_warmup=not fixed)
     net = DistributedDataParallel(model) if d.enabled else model
-    optimizer = make_optimizer(tc.optimizer, param_groups([model, algo], tc.weight_decay), tc.lr,
+    scales = layer_decay_scales(model, tc.layer_decay) if tc.layer_decay > 0 else None
+    optimizer = make_optimizer(tc.optimizer, param_groups([model, algo], tc.weight_decay, lr_scales=scales), tc.lr,
                                momentum=tc.momentum, nesterov=tc.nesterov, betas=(tc.momentum, tc.beta2))
     scheduler = make_scheduler(optimizer, tc.iterations, tc.warmup, tc.lr, tc.min_lr, tc.warmup_lr, tc.schedule)
     amp, scaler = precision(tc.amp, d.device)
