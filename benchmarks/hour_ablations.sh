@@ -4,12 +4,14 @@
 # native bf16), 100 labels per class, split SEED. Rows go to benchmarks/results/fer2013_ablations.jsonl;
 # `python benchmarks/paired.py benchmarks/results/fer2013_ablations.jsonl --markdown` makes the table.
 #   bash benchmarks/hour_ablations.sh DATA_DIR SEED [group ...]
-# groups: reference (supervised, EMA teacher), baselines sitfer dta ssfer (the papers' defaults), ssfer_hour (II -> III with stage III
-# at the full 6,000-step recipe, rows to benchmarks/results/fer2013_hour.jsonl; III_OVERRIDES="k=v ..."
-# and III_TAG=_name vary stage III), ns_hour (a Noisy Student of ssfer_hour's teacher after
-# label-shift adaptation; NS_OVERRIDES and NS_TAG vary it), dta_floor freematch_floor (the
-# self-adaptive thresholds floored at 0.7, not in the papers: at their 1/K start they pass every
-# pseudo-label and the run collapses)
+# groups: reference (supervised, EMA teacher), baselines sitfer dta ssfer (the papers' defaults),
+# ssfer_hour (II -> III with stage III at the full 6,000-step recipe, rows to
+# benchmarks/results/fer2013_hour.jsonl; III_OVERRIDES="k=v ..." and III_TAG=_name vary stage III),
+# ns_hour (a Noisy Student of ssfer_hour's teacher after label-shift adaptation; NS_OVERRIDES and
+# NS_TAG vary it), simclr simclr_hour (from SimCLR on every training face, not in the papers: the
+# 2,000-step supervised and EMA-teacher rows, the hour's EMA teacher; SIMCLR=folder),
+# dta_floor freematch_floor (the self-adaptive thresholds floored at 0.7, not in the papers: at
+# their 1/K start they pass every pseudo-label and the run collapses)
 set -euo pipefail
 DATA=${1:?FER2013 folder (train/, val/)}; SEED=${2:-0}; shift 2 || true
 GROUPS_=${*:-baselines sitfer dta ssfer}
@@ -24,6 +26,9 @@ bench() {  # bench TAG ALGORITHM [k=v ...]
 }
 II=$PWD/runs/bench/fer2013/facemix_lpc100_s${SEED}abl_ii   # stage II of the ssfer groups
 stage_ii() { [ -f "$II/summary.json" ] || bench abl_ii facemix; }
+SIMCLR=${SIMCLR:-$PWD/runs/bench/fer2013/simclr_hour}       # SimCLR on every training face, shared by the splits
+simclr() { [ -f "$SIMCLR/summary.json" ] || "$(dirname "$PY")/semifer" pretrain --config "$ROOT/recipes/simclr_fer2013_cpu_hour.yaml" \
+  --data "fer2013:$DATA" --out "$SIMCLR" $([ -f "$SIMCLR/ckpt/last_state.pt" ] && echo resume=true); }
 for group in $GROUPS_; do
   case $group in
     reference)  # the two rows every ablation is read against
@@ -55,6 +60,15 @@ for group in $GROUPS_; do
     ssfer)  # stage II (FaceMix on the labels) -> stage III (EMA teacher from II's weights)
       stage_ii
       bench abl_ii_iii ema_teacher "model.init=$II/ckpt/last.safetensors" ;;
+    simclr)  # a SimCLR start (recipes/simclr_fer2013_cpu_hour.yaml, not in the papers) for the 2,000-step rows
+      simclr
+      bench abl_simclr supervised "model.init=$SIMCLR"
+      bench abl_simclr ema_teacher "model.init=$SIMCLR" ;;
+    simclr_hour)  # the EMA teacher of the hour recipe from the SimCLR start
+      simclr
+      "$PY" "$HERE/fer2013.py" --data "fer2013:$DATA" --config "$ROOT/recipes/fer2013_cpu_hour_ssl.yaml" \
+        --algorithms ema_teacher --seeds "$SEED" --tag "_hour_simclr${III_TAG:-}" \
+        --results "${HOUR_RESULTS:-$ROOT/benchmarks/results/fer2013_hour.jsonl}" "model.init=$SIMCLR" ${III_OVERRIDES:-} ;;
     ns_hour)  # the teacher of ssfer_hour (with III_TAG), adapted to the unlabelled faces' class prior,
               # then a Noisy Student from scratch on the whole hour recipe (run ssfer_hour first)
       T=$PWD/runs/bench/fer2013/ema_teacher_lpc100_s${SEED}_hour_ii_iii${III_TAG:-}
@@ -65,6 +79,6 @@ for group in $GROUPS_; do
       "$PY" "$HERE/fer2013.py" --data "fer2013:$DATA" --config "$ROOT/recipes/fer2013_cpu_hour_ssl.yaml" \
         --algorithms noisy_student --seeds "$SEED" --tag "_hour_ns${NS_TAG:-}" --results "$H" \
         "algorithm.teacher=$T" ${NS_OVERRIDES:-} ;;
-    *) echo "unknown group $group (reference baselines sitfer dta ssfer ssfer_hour ns_hour dta_floor freematch_floor)" >&2; exit 2 ;;
+    *) echo "unknown group $group (reference baselines sitfer dta ssfer ssfer_hour ns_hour simclr simclr_hour dta_floor freematch_floor)" >&2; exit 2 ;;
   esac
 done
