@@ -97,6 +97,10 @@ def _stages(name: str, tmp_path) -> list:
         from semifer.ssl.pipeline import load_recipe, stage_configs
 
         return list(stage_configs(load_recipe(path, None, []), str(tmp_path)))
+    if sections & {"method", "mae", "simclr"}:  # a `semifer pretrain` recipe
+        from semifer.ssl.pretrain import load_pretrain_config
+
+        return [load_pretrain_config(path)]
     return [load_config(path)]
 
 
@@ -105,6 +109,10 @@ def test_every_recipe_loads_and_builds(name, tmp_path):
     for cfg in _stages(name, tmp_path):
         if not hasattr(cfg, "algorithm"):  # stage I: its schedule is stated, and its encoder is stage II's model
             assert cfg.train.epochs > 0 or cfg.train.iterations > 0
+            from semifer.ssl.pretrain import build_objective
+
+            with torch.device("meta"):
+                assert sum(p.numel() for p in build_objective(cfg, cfg.data.channels or 1).parameters()) > 0
             continue
         check_config(cfg)
         options = dict(cfg.model.options)
