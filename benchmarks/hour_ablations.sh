@@ -9,7 +9,9 @@
 # benchmarks/results/fer2013_hour.jsonl; III_OVERRIDES="k=v ..." and III_TAG=_name vary stage III),
 # ns_hour (a Noisy Student of ssfer_hour's teacher after label-shift adaptation; NS_OVERRIDES and
 # NS_TAG vary it), simclr simclr_hour (from SimCLR on every training face, not in the papers: the
-# 2,000-step supervised and EMA-teacher rows, the hour's EMA teacher; SIMCLR=folder),
+# 2,000-step supervised and EMA-teacher rows, the hour's EMA teacher; SIMCLR=folder), simclr_ssfer
+# (SimCLR -> FaceMix -> EMA teacher at 2,000 steps a stage), vit_ii (SSFER stage II on a ViT from MAE
+# and from random weights; VIT_OVERRIDES, VIT_TAG),
 # dta_floor freematch_floor (the self-adaptive thresholds floored at 0.7, not in the papers: at
 # their 1/K start they pass every pseudo-label and the run collapses)
 set -euo pipefail
@@ -27,6 +29,14 @@ bench() {  # bench TAG ALGORITHM [k=v ...]
 II=$PWD/runs/bench/fer2013/facemix_lpc100_s${SEED}abl_ii   # stage II of the ssfer groups
 stage_ii() { [ -f "$II/summary.json" ] || bench abl_ii facemix; }
 SIMCLR=${SIMCLR:-$PWD/runs/bench/fer2013/simclr_hour}       # SimCLR on every training face, shared by the splits
+SII=$PWD/runs/bench/fer2013/facemix_lpc100_s${SEED}abl_simclr_ii   # stage II from SimCLR
+VIT=$PWD/runs/bench/ssfer_hour   # the ViT rows: recipes/ssfer_fer2013_cpu_hour.yaml's stage configs, its MAE
+stage_config() {  # stage_config INDEX FILE: stage I (0) or II (1) of the SSFER hour recipe as a plain config file
+  "$PY" -c "import sys; from semifer.config import save_config; from semifer.ssl.pipeline import load_recipe, stage_configs
+save_config(stage_configs(load_recipe('$ROOT/recipes/ssfer_fer2013_cpu_hour.yaml', None, []), '$VIT')[$1], sys.argv[1])" "$2"; }
+mae() { [ -f "$VIT/mae/summary.json" ] || { mkdir -p "$VIT"; stage_config 0 "$VIT/stage_i.yaml"
+  "$(dirname "$PY")/semifer" pretrain --config "$VIT/stage_i.yaml" --data "fer2013:$DATA" --out "$VIT/mae" \
+    $([ -f "$VIT/mae/ckpt/last_state.pt" ] && echo resume=true); }; }
 simclr() { [ -f "$SIMCLR/summary.json" ] || "$(dirname "$PY")/semifer" pretrain --config "$ROOT/recipes/simclr_fer2013_cpu_hour.yaml" \
   --data "fer2013:$DATA" --out "$SIMCLR" $([ -f "$SIMCLR/ckpt/last_state.pt" ] && echo resume=true); }
 for group in $GROUPS_; do
@@ -64,11 +74,24 @@ for group in $GROUPS_; do
       simclr
       bench abl_simclr supervised "model.init=$SIMCLR"
       bench abl_simclr ema_teacher "model.init=$SIMCLR" ;;
+    simclr_ssfer)  # SimCLR -> FaceMix (II) -> EMA teacher (III): the combined recipe, 2,000 steps a stage
+      simclr
+      [ -f "$SII/summary.json" ] || bench abl_simclr_ii facemix "model.init=$SIMCLR"
+      bench abl_simclr_ii_iii ema_teacher "model.init=$SII/ckpt/last.safetensors" ;;
     simclr_hour)  # the EMA teacher of the hour recipe from the SimCLR start
       simclr
       "$PY" "$HERE/fer2013.py" --data "fer2013:$DATA" --config "$ROOT/recipes/fer2013_cpu_hour_ssl.yaml" \
         --algorithms ema_teacher --seeds "$SEED" --tag "_hour_simclr${III_TAG:-}" \
         --results "${HOUR_RESULTS:-$ROOT/benchmarks/results/fer2013_hour.jsonl}" "model.init=$SIMCLR" ${III_OVERRIDES:-} ;;
+    vit_ii)  # SSFER stage II (FaceMix, 2,000 steps) on the recipe's ViT from its MAE encoder and from random
+             # weights, both with VIT_OVERRIDES (e.g. "model.options.global_pool=avg train.layer_decay=0.75")
+      mae
+      stage_config 1 "$VIT/stage_ii.yaml"
+      for start in mae scratch; do
+        init=$([ $start = mae ] && echo "$VIT/mae/encoder.safetensors")
+        "$PY" "$HERE/fer2013.py" --data "fer2013:$DATA" --config "$VIT/stage_ii.yaml" --algorithms facemix \
+          --seeds "$SEED" --tag "abl_vit_${start}${VIT_TAG:-}" --results "$RESULTS" "model.init=$init" ${VIT_OVERRIDES:-}
+      done ;;
     ns_hour)  # the teacher of ssfer_hour (with III_TAG), adapted to the unlabelled faces' class prior,
               # then a Noisy Student from scratch on the whole hour recipe (run ssfer_hour first)
       T=$PWD/runs/bench/fer2013/ema_teacher_lpc100_s${SEED}_hour_ii_iii${III_TAG:-}
@@ -79,6 +102,6 @@ for group in $GROUPS_; do
       "$PY" "$HERE/fer2013.py" --data "fer2013:$DATA" --config "$ROOT/recipes/fer2013_cpu_hour_ssl.yaml" \
         --algorithms noisy_student --seeds "$SEED" --tag "_hour_ns${NS_TAG:-}" --results "$H" \
         "algorithm.teacher=$T" ${NS_OVERRIDES:-} ;;
-    *) echo "unknown group $group (reference baselines sitfer dta ssfer ssfer_hour ns_hour simclr simclr_hour dta_floor freematch_floor)" >&2; exit 2 ;;
+    *) echo "unknown group $group (reference baselines sitfer dta ssfer ssfer_hour ns_hour simclr simclr_ssfer simclr_hour vit_ii dta_floor freematch_floor)" >&2; exit 2 ;;
   esac
 done
