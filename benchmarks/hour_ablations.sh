@@ -10,7 +10,7 @@
 # ns_hour (a Noisy Student of ssfer_hour's teacher after label-shift adaptation; NS_OVERRIDES and
 # NS_TAG vary it), simclr simclr_hour (from SimCLR on every training face, not in the papers: the
 # 2,000-step supervised and EMA-teacher rows, the hour's EMA teacher; SIMCLR=folder), simclr_ssfer
-# (SimCLR -> FaceMix -> EMA teacher at 2,000 steps a stage), vit_ii (SSFER stage II on a ViT from MAE
+# (SimCLR -> FaceMix -> EMA teacher at 2,000 steps a stage; simclr_ssfer_hour: III at the hour), vit_ii (SSFER stage II on a ViT from MAE
 # and from random weights; VIT_OVERRIDES, VIT_TAG),
 # dta_floor freematch_floor (the self-adaptive thresholds floored at 0.7, not in the papers: at
 # their 1/K start they pass every pseudo-label and the run collapses)
@@ -78,11 +78,17 @@ for group in $GROUPS_; do
       simclr
       [ -f "$SII/summary.json" ] || bench abl_simclr_ii facemix "model.init=$SIMCLR"
       bench abl_simclr_ii_iii ema_teacher "model.init=$SII/ckpt/last.safetensors" ;;
-    simclr_hour)  # the EMA teacher of the hour recipe from the SimCLR start
+    simclr_hour|simclr_ssfer_hour)  # the EMA teacher of the hour recipe from the SimCLR start, or from
+                                    # FaceMix on it (simclr_ssfer's stage II): SimCLR -> II -> III
       simclr
+      init=$SIMCLR tag=_hour_simclr
+      if [ $group = simclr_ssfer_hour ]; then
+        [ -f "$SII/summary.json" ] || bench abl_simclr_ii facemix "model.init=$SIMCLR"
+        init=$SII/ckpt/last.safetensors tag=_hour_simclr_ii_iii
+      fi
       "$PY" "$HERE/fer2013.py" --data "fer2013:$DATA" --config "$ROOT/recipes/fer2013_cpu_hour_ssl.yaml" \
-        --algorithms ema_teacher --seeds "$SEED" --tag "_hour_simclr${III_TAG:-}" \
-        --results "${HOUR_RESULTS:-$ROOT/benchmarks/results/fer2013_hour.jsonl}" "model.init=$SIMCLR" ${III_OVERRIDES:-} ;;
+        --algorithms ema_teacher --seeds "$SEED" --tag "$tag${III_TAG:-}" \
+        --results "${HOUR_RESULTS:-$ROOT/benchmarks/results/fer2013_hour.jsonl}" "model.init=$init" ${III_OVERRIDES:-} ;;
     vit_ii)  # SSFER stage II (FaceMix, 2,000 steps) on the recipe's ViT from its MAE encoder and from random
              # weights, both with VIT_OVERRIDES (e.g. "model.options.global_pool=avg train.layer_decay=0.75")
       mae
@@ -102,6 +108,6 @@ for group in $GROUPS_; do
       "$PY" "$HERE/fer2013.py" --data "fer2013:$DATA" --config "$ROOT/recipes/fer2013_cpu_hour_ssl.yaml" \
         --algorithms noisy_student --seeds "$SEED" --tag "_hour_ns${NS_TAG:-}" --results "$H" \
         "algorithm.teacher=$T" ${NS_OVERRIDES:-} ;;
-    *) echo "unknown group $group (reference baselines sitfer dta ssfer ssfer_hour ns_hour simclr simclr_ssfer simclr_hour vit_ii dta_floor freematch_floor)" >&2; exit 2 ;;
+    *) echo "unknown group $group (reference baselines sitfer dta ssfer ssfer_hour ns_hour simclr simclr_ssfer simclr_hour simclr_ssfer_hour vit_ii dta_floor freematch_floor)" >&2; exit 2 ;;
   esac
 done
