@@ -4,14 +4,14 @@ ViT (``method=mae``, SSFER stage I) or SimCLR on any backbone, CNNs included (``
 One loop, read top to bottom, like ``engine/train.py`` and on the same run scaffold
 (``engine/run.py``: lock, resume checks, optimiser and schedule, stop flag, checkpoints): gather a
 uint8 batch from the decoded caches of every source, augment it on the device (MAE: one
-random-resized-crop + flip; SimCLR: two such views with RandAugment's photometric and geometric
-ops on top), the method's loss under autocast, backward, clip, AdamW and warm-up + cosine step; periodically log, save (MAE) a
+random-resized-crop + flip; SimCLR: two such views with RandAugment on top), the method's loss
+under autocast, backward, clip, AdamW and warm-up + cosine step; periodically log, save (MAE) a
 PNG grid of original / masked / reconstructed images, and checkpoint atomically (weights +
 optimiser, schedule, sampler and RNG state), so ``resume=true`` continues exactly.
 
-Outputs in the run folder: ``config.yaml``, ``sources.json``, ``metrics.jsonl``, ``vis/*.png``,
-``ckpt/last.safetensors`` (``encoder.*`` and the decoder or projection head), ``ckpt/last_state.pt``, and at the end
-``encoder.safetensors`` (``encoder.*`` only) and ``summary.json``. ``semifer train
+Outputs in the run folder: ``config.yaml``, ``sources.json``, ``metrics.jsonl``, ``vis/*.png``
+(MAE), ``ckpt/last.safetensors`` (``encoder.*`` and the decoder or projection head),
+``ckpt/last_state.pt``, and at the end ``encoder.safetensors`` (``encoder.*`` only) and ``summary.json``. ``semifer train
 model.init=RUN`` (or ``=RUN/encoder.safetensors``) starts a classifier from the encoder.
 """
 from __future__ import annotations
@@ -207,11 +207,11 @@ def _pretrain(cfg: PretrainConfig) -> dict:
             json.dump(report, f, indent=2)
     epochs_line = apply_epochs(tc, tc.epochs, total, tc.batch_size * d.world, "pretrain epochs over the pool")
 
-    mae = build_objective(cfg, channels).to(d.device)  # MAE or SimCLR; `mae` keeps the loop's names short
+    objective = build_objective(cfg, channels).to(d.device)  # encoder + decoder (MAE) or + head (SimCLR)
     if tc.channels_last:
-        mae = mae.to(memory_format=torch.channels_last)
-    net = torch.nn.parallel.DistributedDataParallel(mae) if d.enabled else mae
-    optimizer = make_optimizer("adamw", param_groups([mae], tc.weight_decay, NO_DECAY), tc.lr,
+        objective = objective.to(memory_format=torch.channels_last)
+    net = torch.nn.parallel.DistributedDataParallel(objective) if d.enabled else objective
+    optimizer = make_optimizer("adamw", param_groups([objective], tc.weight_decay, NO_DECAY), tc.lr,
                                betas=(tc.beta1, tc.beta2))
     scheduler = make_scheduler(optimizer, tc.iterations, tc.warmup, tc.lr, tc.min_lr)
     amp, scaler = precision(tc.amp, d.device)
@@ -222,7 +222,7 @@ def _pretrain(cfg: PretrainConfig) -> dict:
 
     start = 0
     if resume_from:
-        start = resume(run, d, tc.iterations, {"": mae}, optimizer, scheduler, scaler, aug_gen,
+        start = resume(run, d, tc.iterations, {"": objective}, optimizer, scheduler, scaler, aug_gen,
                        {"stream": stream})["step"]
     saved_at = start
 
@@ -230,7 +230,7 @@ def _pretrain(cfg: PretrainConfig) -> dict:
         nonlocal saved_at
         if d.is_main:
             state = training_state(step, optimizer, scheduler, scaler, aug_gen, {"stream": stream})
-            save_checkpoint(run, "last", mae.state_dict(), {**meta, "step": step}, state)
+            save_checkpoint(run, "last", objective.state_dict(), {**meta, "step": step}, state)
         saved_at = step
 
     # A fixed set of images and a fixed mask, so successive grids show the same faces improving.
@@ -239,7 +239,7 @@ def _pretrain(cfg: PretrainConfig) -> dict:
                       dc.mean, dc.std)
 
     def views(idx: np.ndarray) -> tuple[torch.Tensor, ...]:
-        """The method's input views of one batch, normalised."""
+        """The method's input views of the pool images ``idx``, normalised."""
         x = torch.from_numpy(gather(arrays, idx, offsets)).permute(0, 3, 1, 2).to(d.device)
         crop = dict(mode="rrc", scale=(dc.crop_scale, 1.0))
         if cfg.method == "mae":
@@ -249,33 +249,35 @@ def _pretrain(cfg: PretrainConfig) -> dict:
                                            cutout=0.0, **crop), dc.mean, dc.std) for _ in range(2))
 
     def visualise(step: int) -> None:
-        mae.eval()
+        objective.eval()
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            _, pred, mask = mae(vis_x)
-            masked, recon = mae.reconstruct(vis_x, pred, mask)
-        mae.train()
+            _, pred, mask = objective(vis_x)
+            masked, recon = objective.reconstruct(vis_x, pred, mask)
+        objective.train()
         save_grid(os.path.join(run, "vis", f"step_{step:07d}.png"), vis_x, masked, recon, dc.mean, dc.std)
 
     if d.is_main:
-        print(f"pretrain {run}: {cfg.method.upper()} on {total} images from {len(arrays)} source(s), encoder {cfg.model.name} "
-              f"({sum(p.numel() for p in mae.encoder.parameters()) / 1e6:.2f} M), {dc.size} px, "
+        print(f"pretrain {run}: {cfg.method.upper()} on {total} images from {len(arrays)} source(s), "
+              f"encoder {cfg.model.name} "
+              f"({sum(p.numel() for p in objective.encoder.parameters()) / 1e6:.2f} M), {dc.size} px, "
               f"{tc.iterations} iterations x batch {tc.batch_size * d.world}, device {d.device}, amp {amp}")
         print("\n".join(report_lines(report) + ([epochs_line] if epochs_line else [])))
     t_start = t_log = time.time()
     loss_sum, acc_sum, n_logged, n_images, last_loss = 0.0, 0.0, 0, 0, float("nan")
     bar = progress_bar(d, tc.iterations, start, "pretrain")
-    mae.train()
+    objective.train()
     with StopFlag() as stop:  # Ctrl-C / SIGTERM: finish the step, checkpoint, stop (as training does)
         for step in range(start, tc.iterations):
             idx = stream.next()
+            inputs = views(idx)  # augmented outside autocast (bf16 would coarsen the crops' sampling grid)
             with autocast(d.device, amp):
-                out = net(*views(idx))  # MAE: (loss, pred, mask); SimCLR: (loss, accuracy)
+                out = net(*inputs)  # MAE: (loss, pred, mask); SimCLR: (loss, accuracy)
             loss = out[0]
             nonfinite, stopping = stop_flags(d, loss, stop)
             if nonfinite:  # before backward: the weights and the last checkpoint stay finite
                 fail_on_loss(loss, step + 1, run, saved_at, bar)
-            backward_step(loss, optimizer, scaler, scheduler, mae.parameters(), tc.clip_grad)
+            backward_step(loss, optimizer, scaler, scheduler, objective.parameters(), tc.clip_grad)
             loss_sum += float(loss.detach())
             acc_sum += float(out[1]) if cfg.method == "simclr" else 0.0
             n_logged += 1
@@ -312,7 +314,7 @@ def _pretrain(cfg: PretrainConfig) -> dict:
 
     summary = {}
     if d.is_main:
-        encoder = {f"encoder.{k}": v for k, v in mae.encoder.state_dict().items()}
+        encoder = {f"encoder.{k}": v for k, v in objective.encoder.state_dict().items()}
         ckpt.save_weights(os.path.join(run, "encoder.safetensors"), encoder, {**meta, "step": tc.iterations})
         summary = {"run": run, "kind": f"{cfg.method}_pretrain", "model": cfg.model.name, "images": total, "sources": report,
                    "iterations": tc.iterations, "final_loss": last_loss, "resumed_at": start if resume_from else None,
