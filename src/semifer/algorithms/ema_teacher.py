@@ -10,7 +10,9 @@ L = L_l + mu L_u (eq. 5).
 Defaults are the authors' released code (tau 0.7, mu 5, momentum 0.999); the paper gives no
 other values. Two options are not in the paper: ``teacher_flip`` makes q the mean over u_w and its
 mirror image; ``label_smoothing`` smooths L_l's targets, so the 100-odd labels per class are not
-fitted to one-hot confidence that the teacher then passes to the unlabelled faces. With ``teacher_momentum`` 0 the teacher is the student: the FixMatch ablation of
+fitted to one-hot confidence that the teacher then passes to the unlabelled faces; ``prior="online"``
+estimates the unlabelled faces' class prior while training and logit-adjusts L_l to it
+(``semifer.algorithms.label_shift``), so pseudo-labels follow that prior and not the labels'. With ``teacher_momentum`` 0 the teacher is the student: the FixMatch ablation of
 the paper's Table 12.
 
 Forward: x and u_s share the student's one gradient forward; u_w goes only through the teacher.
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 
 from semifer.algorithms.base import Algorithm, StepOutput, register_algorithm
 from semifer.algorithms.common import forward_views, masked_ce, teacher_probs
+from semifer.algorithms.label_shift import labelled_prior_from, make_prior
 
 
 def teacher_mask(conf, tau: float):
@@ -32,18 +35,29 @@ class EMATeacher(Algorithm):
     uses_teacher = True
 
     def __init__(self, tau: float = 0.7, mu: float = 5.0, teacher_momentum: float = 0.999,
-                 teacher_flip: bool = False, label_smoothing: float = 0.0, **kw):
+                 teacher_flip: bool = False, label_smoothing: float = 0.0, prior: str = "labelled",
+                 prior_momentum: float = 0.999, **kw):
         super().__init__(**kw)
         self.tau, self.mu, self.teacher_flip = tau, mu, teacher_flip
         self.label_smoothing = label_smoothing
         self.teacher_momentum = teacher_momentum
+        self.prior = make_prior(prior, self.num_classes, prior_momentum)
+
+    def setup_data(self, data):
+        if self.prior is not None:
+            self.prior.set_labelled(labelled_prior_from(data))
 
     def step(self, model, batch, step, teacher=None):
         probs = teacher_probs(teacher, batch["u_w"], self.teacher_flip)  # [uB, K]
         conf, pseudo = probs.max(-1)
         mask = teacher_mask(conf, self.tau)
         logits_x, logits_s = forward_views(model, batch["x"], batch["u_s"])
+        logs = {"tau_mean": self.tau}
+        if self.prior is not None:
+            logits_x = self.prior.adjust(logits_x)
+            self.prior.update(probs)
+            logs |= {"prior_max": float(self.prior.pi.max()), "prior_min": float(self.prior.pi.min())}
         loss_x = F.cross_entropy(logits_x, batch["y"], label_smoothing=self.label_smoothing)
         loss_u = masked_ce(logits_s, pseudo, mask)
         loss = loss_x + self.mu * loss_u
-        return StepOutput(loss, {"loss_x": loss_x.detach(), "loss_u": loss_u, "tau_mean": self.tau}, pseudo, mask)
+        return StepOutput(loss, {"loss_x": loss_x.detach(), "loss_u": loss_u} | logs, pseudo, mask)
