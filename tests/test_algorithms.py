@@ -364,7 +364,7 @@ def test_state_round_trip_gives_the_same_step(name):
     algo.step(model, _batch(algo.views, 0), 0, teacher=teacher)
     algo.sync()
     twin = create_algorithm(name, K, total_steps=3, num_unlabelled=16,
-                            **{**open_options(name, model), **({"teacher": algo._teacher[0]} if name == "noisy_student" else {})})
+                            **{**open_options(name, model), **({"teacher": algo._teachers[0]} if name == "noisy_student" else {})})
     twin.load_state_dict(algo.state_dict())
     model.eval()   # no dropout / batch statistics: the two steps see the same network
     a = algo.step(model, _batch(algo.views, 1), 1, teacher=teacher)

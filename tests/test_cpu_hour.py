@@ -134,3 +134,35 @@ def test_channels_last_run_checkpoint_loads_into_a_plain_model(tmp_path):
     fresh = create_model("cnn_small", num_classes=7, in_chans=1)
     fresh.load_state_dict(split_prefix(weights, "model."))
     assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_ensemble_of_runs_scores_the_mean_probability(tiny, tmp_path):
+    """benchmarks/ensemble.py: a run with itself scores what the run scored; two runs score the
+    argmax of their mean probability, and the row pairs with its first member's split."""
+    from semifer.engine.evaluate import correctness
+
+    spec = importlib.util.spec_from_file_location("ensemble", os.path.join(ROOT, "benchmarks", "ensemble.py"))
+    ensemble = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ensemble)
+    runs = []
+    for seed in (0, 1):
+        run = tmp_path / f"run{seed}"
+        summary = train(load_config(None, tiny + [f"out={run}", "algorithm.name=supervised", f"train.seed={seed}",
+                                                  "train.eval_flip=true"]))
+        runs.append((str(run), summary))
+    data = "synthetic:?n=240"
+    row = {"run": runs[0][0], "dataset": data, "algorithm": "supervised", "seed": 0, "overrides": ["x=1"],
+           "labels_per_class": 6, "iterations": 6, "model": "cnn_small", "curves": []}
+    cpu = torch.device("cpu")
+    same = ensemble.ensemble_row([runs[0][0], runs[0][0]], data, [row], cpu)
+    assert same["val_accuracy"] == pytest.approx(runs[0][1]["accuracy"])
+    assert same["overrides"] == ["x=1", "ensemble:2", "run0"] and "curves" not in same
+
+    both = ensemble.ensemble_row([runs[0][0], runs[1][0]], data, [row], cpu)
+    (p0, y, ids, classes), (p1, _, _, _) = (ensemble.member_probs(r, data, cpu) for r, _ in runs)
+    mean_pred = (p0 + p1).argmax(1)
+    assert both["val_accuracy"] == pytest.approx(float((mean_pred == y).mean()))
+    _, right = correctness({i: (classes[a], classes[b]) for i, a, b in zip(ids, y, mean_pred)})
+    assert both["val_correct"] == "".join("1" if r else "0" for r in right)
+    with pytest.raises(ValueError, match="no row of it"):
+        ensemble.ensemble_row([runs[1][0], runs[0][0]], data, [row], cpu)

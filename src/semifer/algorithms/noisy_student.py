@@ -14,7 +14,8 @@ better in-domain). The teacher is a semifer checkpoint (a run folder or ``.safet
 an EMA-teacher run: its stored temperature and class prior (``semifer calibrate``,
 ``semifer adapt-prior``) apply, so the pseudo-labels follow the prior of the unlabelled faces.
 Iterating (the student becomes the next teacher) is a new run with ``algorithm.teacher`` set to
-this one.
+this one. A list of teachers (``algorithm.teacher=[runA,runB]``) labels with the mean of their
+probabilities: an ensemble distilled into one student, not in the paper.
 """
 from __future__ import annotations
 
@@ -30,30 +31,34 @@ from semifer.algorithms.common import forward_views, masked_ce, teacher_probs
 class NoisyStudent(Algorithm):
     views = {"u_w": "weak", "u_s": "strong"}
 
-    def __init__(self, teacher: str | nn.Module = "", lambda_u: float = 1.0, tau: float = 0.0,
+    def __init__(self, teacher: str | list | nn.Module = "", lambda_u: float = 1.0, tau: float = 0.0,
                  hard: bool = False, teacher_flip: bool = True, **kw):
         super().__init__(**kw)
-        if not isinstance(teacher, nn.Module) and not teacher:
+        teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
+        if not teachers or any(not isinstance(t, nn.Module) and not t for t in teachers):
             raise ValueError("noisy_student needs algorithm.teacher: the run folder or .safetensors of a "
-                             "trained model (e.g. an ema_teacher run) that labels the unlabelled faces")
+                             "trained model (e.g. an ema_teacher run) that labels the unlabelled faces, "
+                             f"or a list of them; got {teacher!r}")
         self.lambda_u, self.tau, self.hard, self.teacher_flip = lambda_u, tau, hard, teacher_flip
-        self.teacher_source = teacher if isinstance(teacher, str) else ""   # a module here would register
-        # a plain list: the fixed teacher is neither a parameter to optimise nor state to checkpoint
-        self._teacher: list[nn.Module] = [teacher.requires_grad_(False)] if isinstance(teacher, nn.Module) else []
+        self.teacher_sources = [t for t in teachers if isinstance(t, str)]   # a module here would register
+        # a plain list: the fixed teachers are neither parameters to optimise nor state to checkpoint
+        self._teachers: list[nn.Module] = [t.requires_grad_(False) for t in teachers if isinstance(t, nn.Module)]
 
-    def teacher(self, device: torch.device) -> nn.Module:
-        if not self._teacher:
+    def teachers(self, device: torch.device) -> list[nn.Module]:
+        if not self._teachers:
             from semifer.models.io import load_model
 
-            model, meta = load_model(self.teacher_source, device=device)
-            if len(meta["classes"]) != self.num_classes:
-                raise ValueError(f"algorithm.teacher={self.teacher_source}: {len(meta['classes'])} classes "
-                                 f"{meta['classes']}, the student has {self.num_classes}")
-            self._teacher.append(model.requires_grad_(False))
-        return self._teacher[0].to(device)
+            for source in self.teacher_sources:
+                model, meta = load_model(source, device=device)
+                if len(meta["classes"]) != self.num_classes:
+                    raise ValueError(f"algorithm.teacher={source}: {len(meta['classes'])} classes "
+                                     f"{meta['classes']}, the student has {self.num_classes}")
+                self._teachers.append(model.requires_grad_(False))
+        return [t.to(device) for t in self._teachers]
 
     def step(self, model, batch, step, teacher=None):
-        q = teacher_probs(self.teacher(batch["u_w"].device), batch["u_w"], self.teacher_flip)   # [uB, K]
+        u_w = batch["u_w"]
+        q = torch.stack([teacher_probs(t, u_w, self.teacher_flip) for t in self.teachers(u_w.device)]).mean(0)  # [uB, K]
         conf, pseudo = q.max(-1)
         mask = (conf >= self.tau).float()
         logits_x, logits_s = forward_views(model, batch["x"], batch["u_s"])
