@@ -79,3 +79,17 @@ def test_ema_teacher_online_prior_adjusts_the_labelled_loss_and_updates_pi():
 def test_labelled_prior_is_the_default_and_adds_no_state():
     algo = create_algorithm("ema_teacher", 3)
     assert algo.prior is None and not any(k.startswith("prior") for k in algo.state_dict())
+
+
+def test_noisy_student_online_prior_follows_its_teachers_pseudo_labels():
+    teacher = RowLogits(1.0)
+    algo = create_algorithm("noisy_student", 2, teacher=teacher, teacher_flip=False, prior="online",
+                            prior_momentum=0.0)          # pi = this batch's mean teacher posterior
+    algo.setup_data(types.SimpleNamespace(labels=[0, 1], labelled=[0, 1]))
+    u = torch.tensor([[math.log(3.0), 0.0], [math.log(3.0), 0.0]])   # teacher: (0.75, 0.25)
+    batch = {"x": torch.zeros(1, 2), "y": torch.tensor([0]), "u_w": u, "u_s": u}
+    algo.step(RowLogits(), batch, step=0)
+    assert torch.allclose(algo.prior.pi, torch.tensor([0.75, 0.25]))
+    out = algo.step(RowLogits(), batch, step=1)
+    # L_l on logits (0, 0) + log(0.5) - log(0.75, 0.25): CE for class 0 = -log(1/3 / (1/3 + 1))
+    assert close(out.logs["loss_x"], math.log(4.0))

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from semifer.algorithms.base import Algorithm, StepOutput, register_algorithm
 from semifer.algorithms.common import forward_views, masked_ce, teacher_probs
-from semifer.algorithms.label_shift import labelled_prior_from, make_prior
+from semifer.algorithms.label_shift import labelled_prior_from, make_prior, shift_labelled_logits
 
 
 def teacher_mask(conf, tau: float):
@@ -52,12 +52,8 @@ class EMATeacher(Algorithm):
         conf, pseudo = probs.max(-1)
         mask = teacher_mask(conf, self.tau)
         logits_x, logits_s = forward_views(model, batch["x"], batch["u_s"])
-        logs = {"tau_mean": self.tau}
-        if self.prior is not None:
-            logits_x = self.prior.adjust(logits_x)
-            self.prior.update(probs)
-            logs |= {"prior_max": float(self.prior.pi.max()), "prior_min": float(self.prior.pi.min())}
+        logits_x, logs = shift_labelled_logits(self.prior, logits_x, probs)
         loss_x = F.cross_entropy(logits_x, batch["y"], label_smoothing=self.label_smoothing)
         loss_u = masked_ce(logits_s, pseudo, mask)
         loss = loss_x + self.mu * loss_u
-        return StepOutput(loss, {"loss_x": loss_x.detach(), "loss_u": loss_u} | logs, pseudo, mask)
+        return StepOutput(loss, {"loss_x": loss_x.detach(), "loss_u": loss_u, "tau_mean": self.tau} | logs, pseudo, mask)

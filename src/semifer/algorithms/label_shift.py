@@ -62,6 +62,16 @@ def make_prior(prior: str, num_classes: int, momentum: float) -> OnlinePrior | N
     return OnlinePrior(num_classes, momentum) if prior == "online" else None
 
 
+def shift_labelled_logits(prior: OnlinePrior | None, logits_x: torch.Tensor, probs: torch.Tensor):
+    """One step of an algorithm's ``prior`` option: (the logits L_l sees, logs). ``probs`` [uB, K]:
+    the posteriors its pseudo-labels come from, which update pi. Unchanged logits when prior is None."""
+    if prior is None:
+        return logits_x, {}
+    adjusted = prior.adjust(logits_x)    # by the pi the teacher predicted under, then one EM step
+    prior.update(probs)
+    return adjusted, {"prior_max": float(prior.pi.max()), "prior_min": float(prior.pi.min())}
+
+
 def labelled_prior_from(data) -> list[int]:
     """The labels of a TrainView's labelled items (``Algorithm.setup_data``)."""
     return [int(data.labels[i]) for i in data.labelled]

@@ -15,7 +15,9 @@ an EMA-teacher run: its stored temperature and class prior (``semifer calibrate`
 ``semifer adapt-prior``) apply, so the pseudo-labels follow the prior of the unlabelled faces.
 Iterating (the student becomes the next teacher) is a new run with ``algorithm.teacher`` set to
 this one. A list of teachers (``algorithm.teacher=[runA,runB]``) labels with the mean of their
-probabilities: an ensemble distilled into one student, not in the paper.
+probabilities: an ensemble distilled into one student, not in the paper. ``prior="online"``
+logit-adjusts L_l to the class prior of the teachers' pseudo-labels (``semifer.algorithms.label_shift``),
+so the 100-a-class labels do not pull the student back to a uniform prior.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 
 from semifer.algorithms.base import Algorithm, StepOutput, register_algorithm
 from semifer.algorithms.common import forward_views, masked_ce, teacher_probs
+from semifer.algorithms.label_shift import labelled_prior_from, make_prior, shift_labelled_logits
 
 
 @register_algorithm("noisy_student")
@@ -32,7 +35,8 @@ class NoisyStudent(Algorithm):
     views = {"u_w": "weak", "u_s": "strong"}
 
     def __init__(self, teacher: str | list | nn.Module = "", lambda_u: float = 1.0, tau: float = 0.0,
-                 hard: bool = False, teacher_flip: bool = True, **kw):
+                 hard: bool = False, teacher_flip: bool = True, prior: str = "labelled",
+                 prior_momentum: float = 0.999, **kw):
         super().__init__(**kw)
         teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
         if not teachers or any(not isinstance(t, nn.Module) and not t for t in teachers):
@@ -43,6 +47,11 @@ class NoisyStudent(Algorithm):
         self.teacher_sources = [t for t in teachers if isinstance(t, str)]   # a module here would register
         # a plain list: the fixed teachers are neither parameters to optimise nor state to checkpoint
         self._teachers: list[nn.Module] = [t.requires_grad_(False) for t in teachers if isinstance(t, nn.Module)]
+        self.prior = make_prior(prior, self.num_classes, prior_momentum)
+
+    def setup_data(self, data):
+        if self.prior is not None:
+            self.prior.set_labelled(labelled_prior_from(data))
 
     def teachers(self, device: torch.device) -> list[nn.Module]:
         if not self._teachers:
@@ -62,8 +71,9 @@ class NoisyStudent(Algorithm):
         conf, pseudo = q.max(-1)
         mask = (conf >= self.tau).float()
         logits_x, logits_s = forward_views(model, batch["x"], batch["u_s"])
+        logits_x, logs = shift_labelled_logits(self.prior, logits_x, q)
         loss_x = F.cross_entropy(logits_x.float(), batch["y"])
         loss_u = masked_ce(logits_s, pseudo if self.hard else q, mask)
         b, ub = len(logits_x), self.lambda_u * len(logits_s)
         loss = (b * loss_x + ub * loss_u) / (b + ub)
-        return StepOutput(loss, {"loss_x": loss_x.detach(), "loss_u": loss_u}, pseudo, mask)
+        return StepOutput(loss, {"loss_x": loss_x.detach(), "loss_u": loss_u} | logs, pseudo, mask)
