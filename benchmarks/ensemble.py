@@ -1,7 +1,8 @@
 """Ensembles of finished benchmark runs: val scored with the mean of the members' probabilities
 (each with its run's test-time mirror, and the class prior ``semifer adapt-prior`` stored beside
 its weights, if any). Writes one row shaped like ``benchmarks/fer2013.py``'s, the first member's
-with ``ensemble:<n>`` and the members' names added to its overrides, so ``paired.py`` pairs it
+with ``ensemble:<n>`` and the other members' names added to its overrides (and ``adapt_prior`` when
+every member carries a stored prior), so ``paired.py`` pairs it
 with the runs of the same split:
 
     python benchmarks/ensemble.py --data fer2013:/path/fer2013 --runs RUN_A RUN_B \
@@ -21,7 +22,8 @@ import torch
 
 
 def member_probs(run: str, data_spec: str, device: torch.device):
-    """(val probabilities [N, K], val labels, val ids, classes) of one run, as its evaluation makes them."""
+    """(val probabilities [N, K], val labels, val ids, classes, adapted) of one run, as its
+    evaluation makes them; ``adapted``: a prior stored by ``semifer adapt-prior`` was applied."""
     from semifer.config import load_config
     from semifer.data.prepare import prepare
     from semifer.engine.evaluate import predict_probs
@@ -31,7 +33,7 @@ def member_probs(run: str, data_spec: str, device: torch.device):
     data = prepare(cfg.data)
     model, meta = load_model(run, device=device)
     p = predict_probs(model, data.test_images, device, meta["mean"], meta["std"], 512, flip=bool(cfg.train.eval_flip))
-    return p, data.test_labels, list(data.test_ids), list(data.classes)
+    return p, data.test_labels, list(data.test_ids), list(data.classes), meta.get("target_prior") is not None
 
 
 def ensemble_row(runs: list[str], data_spec: str, rows: list[dict], device: torch.device) -> dict:
@@ -39,8 +41,8 @@ def ensemble_row(runs: list[str], data_spec: str, rows: list[dict], device: torc
     from semifer.evaluation.metrics import classification_metrics
 
     members = [member_probs(run, data_spec, device) for run in runs]
-    labels, ids, classes = members[0][1:]
-    for run, (_, y, i, c) in zip(runs, members):
+    labels, ids, classes, _ = members[0][1:]
+    for run, (_, y, i, c, _) in zip(runs, members):
         if list(i) != ids or not np.array_equal(y, labels) or c != classes:
             raise ValueError(f"{run}: its val images, labels or classes differ from {runs[0]}'s; "
                              "ensemble members must be evaluated on the same split")
@@ -51,13 +53,14 @@ def ensemble_row(runs: list[str], data_spec: str, rows: list[dict], device: torc
     accs = [round(100 * float((m[0].argmax(1) == labels).mean()), 2) for m in members]
     print(json.dumps({"members": runs, "member_acc": accs, "ensemble_acc": round(100 * metrics["accuracy"], 2),
                       "ensemble_f1": round(100 * metrics["macro_f1"], 2)}), flush=True)
-    base = next((r for r in reversed(rows) if os.path.normpath(r["run"]) == os.path.normpath(runs[0])), None)
+    base = next((r for r in reversed(rows) if os.path.realpath(r["run"]) == os.path.realpath(runs[0])), None)
     if base is None:
         raise ValueError(f"{runs[0]}: no row of it in --rows (the ensemble row takes its split's keys from it)")
     out = {k: v for k, v in base.items() if k != "curves"}
     out.update(val_accuracy=metrics["accuracy"], val_macro_f1=metrics["macro_f1"], val_fingerprint=fingerprint,
                val_correct="".join("1" if r else "0" for r in right), member_accuracy=accs,
-               overrides=list(base["overrides"]) + [f"ensemble:{len(runs)}"] + [os.path.basename(r) for r in runs[1:]],
+               overrides=list(base["overrides"]) + ["adapt_prior"] * all(m[4] for m in members)
+               + [f"ensemble:{len(runs)}"] + [os.path.basename(os.path.normpath(r)) for r in runs[1:]],
                run=runs[0] + "+ensemble")
     return out
 

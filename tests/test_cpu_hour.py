@@ -159,7 +159,7 @@ def test_ensemble_of_runs_scores_the_mean_probability(tiny, tmp_path):
     assert same["overrides"] == ["x=1", "ensemble:2", "run0"] and "curves" not in same
 
     both = ensemble.ensemble_row([runs[0][0], runs[1][0]], data, [row], cpu)
-    (p0, y, ids, classes), (p1, _, _, _) = (ensemble.member_probs(r, data, cpu) for r, _ in runs)
+    (p0, y, ids, classes, _), (p1, *_) = (ensemble.member_probs(r, data, cpu) for r, _ in runs)
     mean_pred = (p0 + p1).argmax(1)
     assert both["val_accuracy"] == pytest.approx(float((mean_pred == y).mean()))
     _, right = correctness({i: (classes[a], classes[b]) for i, a, b in zip(ids, y, mean_pred)})
