@@ -11,7 +11,8 @@
 # NS_TAG vary it), simclr simclr_hour (from SimCLR on every training face, not in the papers: the
 # 2,000-step supervised and EMA-teacher rows, the hour's EMA teacher; SIMCLR=folder), simclr_ssfer
 # (SimCLR -> FaceMix -> EMA teacher at 2,000 steps a stage; simclr_ssfer_hour: III at the hour),
-# ensemble_hour (the mean prediction of the ssfer_hour and simclr_ssfer_hour teachers), vit_ii (SSFER stage II on a ViT from MAE
+# ensemble_hour (the mean prediction of the ssfer_hour and simclr_ssfer_hour teachers), ns_ensemble_hour
+# (a Noisy Student of those two teachers), vit_ii (SSFER stage II on a ViT from MAE
 # and from random weights; VIT_OVERRIDES, VIT_TAG),
 # dta_floor freematch_floor (the self-adaptive thresholds floored at 0.7, not in the papers: at
 # their 1/K start they pass every pseudo-label and the run collapses)
@@ -109,6 +110,19 @@ for group in $GROUPS_; do
       "$PY" "$HERE/fer2013.py" --data "fer2013:$DATA" --config "$ROOT/recipes/fer2013_cpu_hour_ssl.yaml" \
         --algorithms noisy_student --seeds "$SEED" --tag "_hour_ns${NS_TAG:-}" --results "$H" \
         "algorithm.teacher=$T" ${NS_OVERRIDES:-} ;;
+    ns_ensemble_hour)  # a Noisy Student of ensemble_hour's two teachers (their mean labels, each adapted to the
+                       # unlabelled faces' prior first), learning that prior itself (prior=online)
+      T1=$PWD/runs/bench/fer2013/ema_teacher_lpc100_s${SEED}_hour_simclr_ii_iii${III_TAG:-}
+      T2=$PWD/runs/bench/fer2013/ema_teacher_lpc100_s${SEED}_hour_ii_iii${III_TAG:-}
+      H=${HOUR_RESULTS:-$ROOT/benchmarks/results/fer2013_hour.jsonl}
+      for T in "$T1" "$T2"; do
+        [ -f "$T/summary.json" ] || { echo "ns_ensemble_hour: no teacher at $T; run simclr_ssfer_hour and ssfer_hour first" >&2; exit 2; }
+        [ -f "$T/ckpt/last.prior.json" ] || "$PY" "$HERE/prior_shift.py" --data "fer2013:$DATA" --rows "$H" \
+          --match "$(basename "$T")" --store --out "$ROOT/benchmarks/results/fer2013_prior.jsonl"
+      done
+      "$PY" "$HERE/fer2013.py" --data "fer2013:$DATA" --config "$ROOT/recipes/fer2013_cpu_hour_ssl.yaml" \
+        --algorithms noisy_student --seeds "$SEED" --tag "_hour_ns_ens${III_TAG:-}" --results "$H" \
+        "algorithm.teacher=[$T1,$T2]" algorithm.prior=online ${NS_OVERRIDES:-} ;;
     ensemble_hour)  # the mean prediction of ssfer_hour's and simclr_ssfer_hour's teachers (same III_TAG; run
                     # both first): two single-thread runs side by side fill a 2-core machine
       runs=("$PWD/runs/bench/fer2013/ema_teacher_lpc100_s${SEED}_hour_simclr_ii_iii${III_TAG:-}"
@@ -116,6 +130,6 @@ for group in $GROUPS_; do
       "$PY" "$HERE/ensemble.py" --data "fer2013:$DATA" --runs "${runs[@]}" \
         --rows "${HOUR_RESULTS:-$ROOT/benchmarks/results/fer2013_hour.jsonl}" \
         --out "${ENSEMBLE_RESULTS:-$ROOT/benchmarks/results/fer2013_ensemble.jsonl}" ;;
-    *) echo "unknown group $group (reference baselines sitfer dta ssfer ssfer_hour ns_hour simclr simclr_ssfer simclr_hour simclr_ssfer_hour ensemble_hour vit_ii dta_floor freematch_floor)" >&2; exit 2 ;;
+    *) echo "unknown group $group (reference baselines sitfer dta ssfer ssfer_hour ns_hour simclr simclr_ssfer simclr_hour simclr_ssfer_hour ensemble_hour ns_ensemble_hour vit_ii dta_floor freematch_floor)" >&2; exit 2 ;;
   esac
 done
