@@ -21,16 +21,21 @@ import numpy as np
 import torch
 
 
-def member_probs(run: str, data_spec: str, device: torch.device):
+def member_probs(run: str, data_spec: str, device: torch.device, prepared: dict | None = None):
     """(val probabilities [N, K], val labels, val ids, classes, adapted) of one run, as its
-    evaluation makes them; ``adapted``: a prior stored by ``semifer adapt-prior`` was applied."""
+    evaluation makes them; ``adapted``: a prior stored by ``semifer adapt-prior`` was applied.
+    ``prepared``: data already prepared, by data config, so members of one split decode it once."""
     from semifer.config import load_config
     from semifer.data.prepare import prepare
     from semifer.engine.evaluate import predict_probs
     from semifer.models.io import load_model
 
     cfg = load_config(os.path.join(run, "config.yaml"), [f"data.train={data_spec}"])
-    data = prepare(cfg.data)
+    prepared = {} if prepared is None else prepared
+    key = repr(cfg.data)
+    if key not in prepared:
+        prepared[key] = prepare(cfg.data)
+    data = prepared[key]
     model, meta = load_model(run, device=device)
     p = predict_probs(model, data.test_images, device, meta["mean"], meta["std"], 512, flip=bool(cfg.train.eval_flip))
     return p, data.test_labels, list(data.test_ids), list(data.classes), meta.get("target_prior") is not None
@@ -40,7 +45,8 @@ def ensemble_row(runs: list[str], data_spec: str, rows: list[dict], device: torc
     from semifer.engine.evaluate import correctness
     from semifer.evaluation.metrics import classification_metrics
 
-    members = [member_probs(run, data_spec, device) for run in runs]
+    prepared: dict = {}
+    members = [member_probs(run, data_spec, device, prepared) for run in runs]
     labels, ids, classes, _ = members[0][1:]
     for run, (_, y, i, c, _) in zip(runs, members):
         if list(i) != ids or not np.array_equal(y, labels) or c != classes:
