@@ -76,3 +76,9 @@ def test_fixmatch_paper_recipe_states_the_papers_values():
     assert (tc.optimizer, tc.momentum, tc.nesterov, tc.weight_decay, tc.ema) == ("sgd", 0.9, True, 5e-4, 0.999)
     assert cfg.algorithm == {"name": "fixmatch", "tau": 0.95, "lambda_u": 1.0}
     assert (cfg.data.strong, cfg.model.name) == ("fixmatch", "wrn28_2")
+
+
+def test_zero_step_interval_is_refused_at_load_not_mid_run():
+    with pytest.raises(ConfigError, match=r"train.eval_every=0; expected an interval of at least 1"):
+        load_config(None, ["train.eval_every=0"])
+    assert load_config(None, ["train.ckpt_every=1"]).train.ckpt_every == 1

@@ -222,7 +222,18 @@ def load_config(path: str | None = None, overrides: list[str] = (), root: type =
     for text in overrides:
         merge(cfg, parse_override(text))
     _drop_other_algorithms_options(cfg, from_recipe, overrides)
+    _check_intervals(cfg)
     return cfg
+
+
+def _check_intervals(cfg) -> None:
+    """Step intervals are divisors in the loop: 0 would fail only when training reaches them."""
+    train = getattr(cfg, "train", None)
+    for name in ("eval_every", "ckpt_every", "log_every"):
+        value = getattr(train, name, None)
+        if value is not None and value < 1:
+            raise ConfigError(f"train.{name}={value}; expected an interval of at least 1 step "
+                              f"(the last step is always logged, evaluated and saved)")
 
 
 def _drop_other_algorithms_options(cfg, from_recipe: dict, overrides) -> None:

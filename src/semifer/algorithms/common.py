@@ -26,8 +26,10 @@ def forward_views(model: nn.Module, *xs: torch.Tensor) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def teacher_probs(teacher: nn.Module | None, x: torch.Tensor, flip: bool = False) -> torch.Tensor:
-    """q = softmax(T(x)) [B, K], teacher in eval mode (its mode is restored afterwards).
+def teacher_probs(teacher: nn.Module | None, x: torch.Tensor, flip: bool = False,
+                  features: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """q = softmax(T(x)) [B, K], teacher in eval mode (its mode is restored afterwards); with
+    ``features``, (q, h) where h [B, D] is the teacher's pooled feature of x (not of its mirror).
 
     Eval mode: a deterministic target (no dropout / drop-path) and no BatchNorm running-stat
     update on the EMA copy, whose buffers the engine's EMA owns. ``flip``: q is the mean of the
@@ -36,12 +38,12 @@ def teacher_probs(teacher: nn.Module | None, x: torch.Tensor, flip: bool = False
         raise ValueError("this algorithm needs the engine's EMA teacher (uses_teacher=True), got teacher=None")
     was_training = teacher.training
     teacher.eval()
-    _, logits = teacher(x)
+    h, logits = teacher(x)
     q = logits.float().softmax(-1)
     if flip:
         q = (q + teacher(x.flip(-1))[1].float().softmax(-1)) / 2
     teacher.train(was_training)
-    return q
+    return (q, h) if features else q
 
 
 def probs_of(logits: torch.Tensor) -> torch.Tensor:
