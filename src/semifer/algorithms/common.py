@@ -16,13 +16,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def forward_views(model: nn.Module, *xs: torch.Tensor) -> list[torch.Tensor]:
-    """Logits of each input from ONE forward of ``torch.cat(xs)``.
+def forward_views(model: nn.Module, *xs: torch.Tensor, features: bool = False):
+    """Logits of each input from ONE forward of ``torch.cat(xs)``; with ``features``, also the
+    pooled features of each: (features list, logits list).
 
     One forward keeps DDP to one gradient pass per step and normalises every view with the
     same BatchNorm batch, as the reference FixMatch/USB implementations do (``use_cat``)."""
-    _, logits = model(torch.cat(xs))                   # [sum B_i, K]
-    return list(logits.split([len(x) for x in xs]))
+    h, logits = model(torch.cat(xs))                   # [sum B_i, D], [sum B_i, K]
+    sizes = [len(x) for x in xs]
+    logits = list(logits.split(sizes))
+    return (list(h.split(sizes)), logits) if features else logits
 
 
 @torch.no_grad()

@@ -20,6 +20,8 @@ Symbols (per unlabelled batch of B faces):
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -51,9 +53,7 @@ class GraphContrast(nn.Module):
             raise ValueError(f"the key head's momentum must be in [0, 1), got {momentum}")
         self.temperature, self.graph_tau, self.momentum = temperature, graph_tau, momentum
         self.head = nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, proj_dim))
-        self.key_head = nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, proj_dim))
-        self.key_head.load_state_dict(self.head.state_dict())
-        self.key_head.requires_grad_(False)  # follows g by EMA, never by gradient
+        self.key_head = copy.deepcopy(self.head).requires_grad_(False)  # follows g by EMA, never by gradient
 
     @torch.no_grad()
     def update_key_head(self) -> None:

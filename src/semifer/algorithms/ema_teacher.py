@@ -19,11 +19,10 @@ the teacher is the student: the FixMatch ablation of the paper's Table 12.
 
 Forward: x and u_s share the student's one gradient forward; u_w goes only through the teacher.
 """
-import torch
 import torch.nn.functional as F
 
 from semifer.algorithms.base import Algorithm, StepOutput, register_algorithm
-from semifer.algorithms.common import masked_ce, teacher_probs
+from semifer.algorithms.common import forward_views, masked_ce, teacher_probs
 from semifer.algorithms.contrast import GraphContrast
 from semifer.algorithms.label_shift import labelled_prior_from, make_prior, shift_labelled_logits
 
@@ -66,9 +65,7 @@ class EMATeacher(Algorithm):
         probs, h_t = teacher_probs(teacher, batch["u_w"], self.teacher_flip, features=True)  # [uB, K], [uB, D]
         conf, pseudo = probs.max(-1)
         mask = teacher_mask(conf, self.tau)
-        x, u_s = batch["x"], batch["u_s"]
-        h, logits = model(torch.cat([x, u_s]))  # one forward: one BatchNorm batch for both views
-        logits_x, logits_s = logits.split([len(x), len(u_s)])
+        (_, h_s), (logits_x, logits_s) = forward_views(model, batch["x"], batch["u_s"], features=True)
         logits_x, logs = shift_labelled_logits(self.prior, logits_x, probs)
         loss_x = F.cross_entropy(logits_x, batch["y"], label_smoothing=self.label_smoothing)
         loss_u = masked_ce(logits_s, pseudo, mask)
@@ -76,8 +73,8 @@ class EMATeacher(Algorithm):
         if self.contrast > 0:
             if self.graph is None:  # a bare step() without the engine's setup()
                 self.setup(model)
-                self.graph.to(h.device)
-            loss_c, contrast_logs = self.graph(h[len(x):], h_t, probs)
+                self.graph.to(h_s.device)
+            loss_c, contrast_logs = self.graph(h_s, h_t, probs)
             loss = loss + self.contrast * loss_c
             logs = logs | contrast_logs
         return StepOutput(loss, {"loss_x": loss_x.detach(), "loss_u": loss_u, "tau_mean": self.tau} | logs, pseudo, mask)
