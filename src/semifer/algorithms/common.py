@@ -24,8 +24,9 @@ def forward_views(model: nn.Module, *xs: torch.Tensor, features: bool = False):
     same BatchNorm batch, as the reference FixMatch/USB implementations do (``use_cat``)."""
     h, logits = model(torch.cat(xs))                   # [sum B_i, D], [sum B_i, K]
     sizes = [len(x) for x in xs]
-    logits = list(logits.split(sizes))
-    return (list(h.split(sizes)), logits) if features else logits
+    if features:
+        return list(h.split(sizes)), list(logits.split(sizes))
+    return list(logits.split(sizes))
 
 
 @torch.no_grad()

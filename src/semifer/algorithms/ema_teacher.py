@@ -62,10 +62,14 @@ class EMATeacher(Algorithm):
             self.prior.set_labelled(labelled_prior_from(data))
 
     def step(self, model, batch, step, teacher=None):
-        probs, h_t = teacher_probs(teacher, batch["u_w"], self.teacher_flip, features=True)  # [uB, K], [uB, D]
+        if self.contrast > 0:  # features of both views for L_c
+            probs, h_t = teacher_probs(teacher, batch["u_w"], self.teacher_flip, features=True)  # [uB, K], [uB, D]
+            (_, h_s), (logits_x, logits_s) = forward_views(model, batch["x"], batch["u_s"], features=True)
+        else:
+            probs = teacher_probs(teacher, batch["u_w"], self.teacher_flip)                      # [uB, K]
+            logits_x, logits_s = forward_views(model, batch["x"], batch["u_s"])
         conf, pseudo = probs.max(-1)
         mask = teacher_mask(conf, self.tau)
-        (_, h_s), (logits_x, logits_s) = forward_views(model, batch["x"], batch["u_s"], features=True)
         logits_x, logs = shift_labelled_logits(self.prior, logits_x, probs)
         loss_x = F.cross_entropy(logits_x, batch["y"], label_smoothing=self.label_smoothing)
         loss_u = masked_ce(logits_s, pseudo, mask)
