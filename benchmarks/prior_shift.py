@@ -10,6 +10,9 @@ the adapted runs with each other:
         --match _hour --out benchmarks/results/fer2013_prior.jsonl
     python benchmarks/paired.py benchmarks/results/fer2013_prior.jsonl --markdown
 
+``--shift 0.06`` also averages val over the test-time shifts (``train.eval_shift``); write those
+rows to a file of their own (``--out``), since a run is scored once a file.
+
 The run folders must be on this machine (the model, its config and data.json). Prints a JSON line
 per run: accuracy and macro-F1 before and after, and the estimated prior.
 """
@@ -23,7 +26,7 @@ import numpy as np
 import torch
 
 
-def adapted_row(row: dict, data_spec: str, device: torch.device, store: bool = False) -> dict:
+def adapted_row(row: dict, data_spec: str, device: torch.device, store: bool = False, shift: float = 0.0) -> dict:
     from semifer.config import load_config
     from semifer.data.prepare import prepare
     from semifer.engine.evaluate import correctness, predict_probs
@@ -40,7 +43,9 @@ def adapted_row(row: dict, data_spec: str, device: torch.device, store: bool = F
     # the reference prior: the model's mean prediction on its labelled faces (analysis/prior.py)
     pi_s = probs(data.train_images[data.labelled]).mean(0).astype(np.float64)
     pi_t, iters = em_prior(probs(data.train_images[data.unlabelled]) if len(data.unlabelled) else probs(data.train_images), pi_s)
-    p_val = probs(data.test_images)
+    # test-time shifts (train.eval_shift) on val only: the prior ratio is the classes' frequencies,
+    # which the training faces' mirror-only probabilities estimate at a ninth of the cost
+    p_val = predict_probs(model, data.test_images, device, meta["mean"], meta["std"], 512, flip=flip, shift=shift)
     adapted = p_val * (pi_t / pi_s)
     adapted /= adapted.sum(1, keepdims=True)
     before = classification_metrics(data.test_labels, p_val, data.classes)
@@ -60,7 +65,7 @@ def adapted_row(row: dict, data_spec: str, device: torch.device, store: bool = F
         print(f"stored {stored['path']}", flush=True)
     out = {k: v for k, v in row.items() if k not in ("curves",)}
     out.update(val_accuracy=after["accuracy"], val_macro_f1=after["macro_f1"], val_fingerprint=fingerprint,
-               val_correct="".join("1" if r else "0" for r in right), overrides=list(row["overrides"]) + ["adapt_prior"],
+               val_correct="".join("1" if r else "0" for r in right), overrides=list(row["overrides"]) + ["adapt_prior"] + ([f"train.eval_shift={shift}"] if shift else []),
                unadapted_val_accuracy=row["val_accuracy"], target_prior=summary["prior"])
     return out
 
@@ -73,6 +78,8 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="results file to append the adapted rows to")
     ap.add_argument("--store", action="store_true", help="also store the estimate beside each run's weights "
                                                          "(as semifer adapt-prior does)")
+    ap.add_argument("--shift", type=float, default=0.0, help="score val with test-time shifts of this share of "
+                                                                 "the side (train.eval_shift), e.g. 0.06")
     args = ap.parse_args()
     torch.set_num_threads(1)
     rows = [json.loads(line) for path in args.rows for line in open(path) if line.strip()]
@@ -87,7 +94,7 @@ def main() -> None:
         if not os.path.exists(os.path.join(row["run"], "summary.json")):
             continue
         seen.add(row["run"])
-        out = adapted_row(row, args.data, torch.device("cpu"), args.store)
+        out = adapted_row(row, args.data, torch.device("cpu"), args.store, args.shift)
         if row["run"] not in done:
             with open(args.out, "a") as f:
                 f.write(json.dumps(out) + "\n")

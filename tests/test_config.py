@@ -82,3 +82,9 @@ def test_zero_step_interval_is_refused_at_load_not_mid_run():
     with pytest.raises(ConfigError, match=r"train.eval_every=0; expected an interval of at least 1"):
         load_config(None, ["train.eval_every=0"])
     assert load_config(None, ["train.ckpt_every=1"]).train.ckpt_every == 1
+
+
+def test_test_time_shift_must_stay_inside_the_image():
+    with pytest.raises(ConfigError, match=r"train.eval_shift=0.5; expected a share of the image side in \[0, 0.5\)"):
+        load_config(None, ["train.eval_shift=0.5"])
+    assert load_config(None, ["train.eval_shift=0.08"]).train.eval_shift == 0.08

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from semifer.config import load_config
+from semifer.data.transforms import SHIFTS, shifted_views
 from semifer.engine.evaluate import predict_probs
 from semifer.engine.train import train
 from semifer.models import create_model
@@ -42,6 +43,41 @@ def test_eval_flip_averages_image_and_mirror():
     assert plain[0, 0] > 0.99 and flipped[0, 1] > 0.99
     np.testing.assert_allclose(both, (plain + flipped) / 2, atol=1e-6)
     np.testing.assert_allclose(both, 0.5, atol=1e-6)            # the symmetric answer
+
+
+class _Where(torch.nn.Module):
+    """Logits that locate the single bright pixel: one class per pixel of the image."""
+
+    def forward(self, x):
+        return None, x.flatten(1) * 50
+
+
+def test_shifted_views_move_the_image_with_reflection():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    views = shifted_views(x, 1)
+    assert len(views) == 9 and torch.equal(views[0], x)
+    assert all(v.shape == x.shape for v in views)
+    # SHIFTS[1] = (1, 0): the view starts one row down; its last row reflects back to row 2
+    assert torch.equal(views[1][0, 0], torch.cat([x[0, 0, 1:], x[0, 0, 2:3]]))
+    assert shifted_views(x, 0) == [x]
+    with pytest.raises(ValueError, match="test-time shift of 4 px needs images over 4 px a side"):
+        shifted_views(x, 4)
+
+
+def test_eval_shift_averages_the_nine_shifted_views_and_their_mirrors():
+    images = np.zeros((1, 8, 8, 1), np.uint8)
+    images[0, 3, 2] = 255                                       # one bright pixel, off the centre
+    plain = predict_probs(_Where(), images, torch.device("cpu"), mean=0.0, std=1.0)
+    assert plain[0].argmax() == 3 * 8 + 2
+    shifted = predict_probs(_Where(), images, torch.device("cpu"), mean=0.0, std=1.0, shift=0.125)  # 1 px
+    # each view puts the pixel at one of 9 places around it, each with probability ~1 / 9
+    where = {(3 - dy, 2 - dx) for dy, dx in SHIFTS}
+    np.testing.assert_allclose(sorted(shifted[0])[-9:], 1 / 9, atol=1e-4)
+    assert {divmod(int(i), 8) for i in np.argsort(shifted[0])[-9:]} == where
+    both = predict_probs(_Where(), images, torch.device("cpu"), mean=0.0, std=1.0, flip=True, shift=0.125)
+    mirrored = {(r, 7 - c) for r, c in where}
+    assert {divmod(int(i), 8) for i in np.argsort(both[0])[-18:]} == where | mirrored
+    np.testing.assert_allclose(both[0].sum(), 1.0, atol=1e-5)
 
 
 def _convs(model):

@@ -76,6 +76,11 @@ def test_cli_train_eval_list(tiny, tmp_path):
     assert len(table) == 2 + 1 + 7 and table[-1].split() == [last, f"{recall:.4f}"]  # headline, header, 7 classes
     assert (tmp_path / "run" / "eval" / "metrics_confusion.png").exists()
     assert len((tmp_path / "run" / "eval" / "metrics_predictions.csv").read_text().splitlines()) == 51
+    tta = subprocess.run(ev + ["--json", "--flip", "--shift", "0.125", "--out", str(tmp_path / "tta")],
+                         check=True, capture_output=True, text=True)
+    assert json.loads(tta.stdout)["test_time"] == {"flip": True, "shift": 0.125} and metrics["test_time"]["shift"] == 0
+    bad = subprocess.run(ev + ["--shift", "0.5"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--shift 0.5; expected a share of the image side" in bad.stderr
 
     # compare: a copy whose predictions are right on one more image than the run's
     run, other = tmp_path / "run", tmp_path / "other"

@@ -45,17 +45,22 @@ def _eval(args) -> int:
     labels = np.array([lookup.get(split.classes[y], -1) for y in split.labels])
     keep = dec.ok & (labels >= 0)
     skipped_classes = sorted({split.classes[y] for y in split.labels} - set(lookup))
-    probs = predict_probs(model, np.asarray(dec.images[np.flatnonzero(keep)]), device, meta["mean"], meta["std"])
+    if not 0 <= args.shift < 0.5:
+        raise SystemExit(f"semifer eval: --shift {args.shift}; expected a share of the image side in [0, 0.5), e.g. 0.06")
+    tta = {"flip": args.flip, "shift": args.shift}
+    probs = predict_probs(model, np.asarray(dec.images[np.flatnonzero(keep)]), device, meta["mean"], meta["std"], **tta)
     out = args.out or os.path.join(args.checkpoint if os.path.isdir(args.checkpoint) else ".", "eval")
     ids = [split.ids[i] for i in np.flatnonzero(keep)]
     metrics = write_eval(out, probs, labels[keep], meta["classes"], name="metrics", ids=ids, extra={
         "data": args.data, "split": args.split, "skipped_unreadable": int((~dec.ok).sum()),
         "skipped_classes_not_trained": skipped_classes,
         "temperature": meta.get("temperature", 1.0),   # 1.0: no `semifer calibrate` fit applied
-        "target_prior": meta.get("target_prior")})    # None: no `semifer adapt-prior` estimate applied
+        "target_prior": meta.get("target_prior"),     # None: no `semifer adapt-prior` estimate applied
+        "test_time": tta})
     fused, _ = load_fused_model(args.checkpoint, device=device)
     if fused is not None:  # the algorithm's own predictor (SIT-FER's fusion), beside the classifier
-        fprobs = predict_probs(fused, np.asarray(dec.images[np.flatnonzero(keep)]), device, meta["mean"], meta["std"])
+        fprobs = predict_probs(fused, np.asarray(dec.images[np.flatnonzero(keep)]), device, meta["mean"], meta["std"],
+                               **tta)
         fm = write_eval(out, fprobs, labels[keep], meta["classes"], name="metrics_fused", ids=ids)
         metrics.update(fused_accuracy=fm["accuracy"], fused_macro_f1=fm["macro_f1"])
         with open(os.path.join(out, "metrics.json"), "w") as f:  # the file holds what --json prints
@@ -151,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="folder for metrics.json and PNGs (default RUN/eval)")
     e.add_argument("--json", action="store_true", help="print metrics.json instead of the short table")
     e.add_argument("--cache-dir", default=".cache/semifer")
+    e.add_argument("--flip", action="store_true", help="test-time mirror: average each image's and its mirror's "
+                                                        "probabilities (train.eval_flip)")
+    e.add_argument("--shift", type=float, default=0.0, help="test-time shifts: also average 8 copies moved by this "
+                                                            "share of the side, e.g. 0.06 (train.eval_shift)")
     e.set_defaults(func=_eval)
 
     c = sub.add_parser("compare", help="finished runs' test metrics, each paired-tested against the first")

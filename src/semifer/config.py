@@ -95,6 +95,9 @@ class TrainConfig:
     ema: float = 0.999                 # EMA of weights (0 disables); evaluated when eval_ema
     eval_ema: bool = True
     eval_flip: bool = False            # evaluate on the mean of each image's and its mirror's probabilities
+    eval_shift: float = 0.0            # the final evaluation also averages 8 copies moved by this share of
+                                       # the side (0.08: 4 px at 48), reflect-padded: 9x the views, so the
+                                       # periodic evaluations skip it; 0 = off
     eval_every: int = 500
     ckpt_every: int = 500
     log_every: int = 50
@@ -234,6 +237,10 @@ def _check_intervals(cfg) -> None:
         if value is not None and value < 1:
             raise ConfigError(f"train.{name}={value}; expected an interval of at least 1 step "
                               f"(the last step is always logged, evaluated and saved)")
+    shift = getattr(train, "eval_shift", 0.0)
+    if not 0 <= shift < 0.5:  # reaching the far edge would reflect the face onto itself
+        raise ConfigError(f"train.eval_shift={shift}; expected a share of the image side in [0, 0.5), "
+                          f"e.g. 0.08 (4 px at 48); 0 turns the test-time shifts off")
 
 
 def _drop_other_algorithms_options(cfg, from_recipe: dict, overrides) -> None:

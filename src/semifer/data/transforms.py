@@ -466,6 +466,26 @@ def strong_options(preset: str = "custom", n_ops: int = 2, magnitude: float = 10
     return dict(STRONG_PRESETS[preset])
 
 
+# ---------------------------------------------------------------- test-time views
+
+
+SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1))
+
+
+def shifted_views(x: torch.Tensor, shift: int) -> list[torch.Tensor]:
+    """The batch [B, C, H, W] and its 8 copies moved by ``shift`` pixels along the axes and the
+    diagonals, reflect-padded as :func:`weak_view` pads: the test-time counterpart of the weak
+    view's random crop. ``shift`` 0 returns ``[x]``."""
+    if shift <= 0:
+        return [x]
+    h, w = x.shape[-2:]
+    if shift >= min(h, w):
+        raise ValueError(f"test-time shift of {shift} px needs images over {shift} px a side, got {h}x{w}")
+    xp = tnf.pad(x, (shift,) * 4, mode="reflect")
+    return [xp[..., shift + dy * shift:shift + dy * shift + h, shift + dx * shift:shift + dx * shift + w]
+            for dy, dx in SHIFTS]
+
+
 # ---------------------------------------------------------------- model input
 
 

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import torch
 
-from semifer.data.transforms import normalize
+from semifer.data.transforms import normalize, shifted_views
 from semifer.evaluation.metrics import classification_metrics
 from semifer.evaluation.plots import plot_confusion, plot_reliability
 
@@ -49,23 +49,26 @@ def autocast(device: torch.device, amp: str):
 @torch.no_grad()
 def predict_probs(model, images: np.ndarray, device: torch.device, mean=0.5, std=0.5,
                   batch_size: int = 256, amp: str = "none", temperature: float = 1.0,
-                  flip: bool = False) -> np.ndarray:
-    """Softmax probabilities [N, K] for uint8 images [N, H, W, C]. ``flip``: test-time
-    augmentation, the mean of the probabilities of each image and its mirror image (faces are
-    near-symmetric, so the mirror is a second, nearly independent look at the same expression)."""
+                  flip: bool = False, shift: float = 0.0) -> np.ndarray:
+    """Softmax probabilities [N, K] for uint8 images [N, H, W, C], averaged over test-time views.
+    ``flip``: each image and its mirror image (faces are near-symmetric, so the mirror is a second,
+    nearly independent look at the same expression). ``shift``: also the 8 copies moved by this
+    fraction of the side (rounded to pixels) along the axes and diagonals, the weak view's random
+    crop at test time (``shifted_views``); with ``flip`` that is 18 views, 18x the compute."""
     was_training = model.training
     model.eval()
     out = []
     for i in range(0, len(images), batch_size):
         x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).permute(0, 3, 1, 2).to(device)
-        with autocast(device, amp):
-            xn = normalize(x, mean, std)
-            _, logits = model(xn)
-            probs = torch.softmax(logits.float() / temperature, 1)
-            if flip:
-                _, logits_f = model(xn.flip(3))
-                probs = (probs + torch.softmax(logits_f.float() / temperature, 1)) / 2
-        out.append(probs.cpu())
+        xn = normalize(x, mean, std)
+        views = shifted_views(xn, round(shift * min(xn.shape[-2:])))
+        views += [v.flip(3) for v in views] if flip else []
+        probs = 0
+        for v in views:
+            with autocast(device, amp):
+                _, logits = model(v)
+            probs = probs + torch.softmax(logits.float() / temperature, 1)
+        out.append((probs / len(views)).cpu())
     model.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 

@@ -27,7 +27,7 @@ LOCK_FILE = ".lock"
 # saved state means. Training and MAE pre-training share the list; each has the keys it has.
 SAFE_ON_RESUME = (
     "out", "resume", "train.iterations", "train.epochs", "train.eval_every", "train.ckpt_every",
-    "train.log_every", "train.threads", "train.eval_batch_size", "train.eval_flip", "train.device",
+    "train.log_every", "train.threads", "train.eval_batch_size", "train.eval_flip", "train.eval_shift", "train.device",
     "train.deterministic", "data.cache_dir", "data.strict", "train.vis_every",
 )
 

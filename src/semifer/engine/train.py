@@ -277,7 +277,9 @@ def _train(cfg: Config) -> dict:
     # ---- final evaluation and summary ------------------------------------------------------
     summary = {}
     if d.is_main:
-        probs = predict_probs(eval_model(), data.test_images, d.device, dc.mean, dc.std, tc.eval_batch_size, amp, flip=tc.eval_flip)
+        # the final evaluation, the run's reported number, adds the test-time shifts (eval_shift)
+        probs = predict_probs(eval_model(), data.test_images, d.device, dc.mean, dc.std, tc.eval_batch_size, amp,
+                              flip=tc.eval_flip, shift=tc.eval_shift)
         wall = time.time() - t_start
         summary = write_eval(run, probs, data.test_labels, data.classes, name="test", ids=data.test_ids, extra={
             "test_data": data.test_name, "weights": "ema" if eval_model() is not model else "model"})
@@ -295,7 +297,8 @@ def _train(cfg: Config) -> dict:
         exported = algo.export_predictor()
         if exported is not None:  # the algorithm's own predictor, beside the classifier-only numbers
             fused = FusedModel(model, algo.load_predictor(*exported).to(d.device))
-            fprobs = predict_probs(fused, data.test_images, d.device, dc.mean, dc.std, tc.eval_batch_size, amp, flip=tc.eval_flip)
+            fprobs = predict_probs(fused, data.test_images, d.device, dc.mean, dc.std, tc.eval_batch_size, amp,
+                                   flip=tc.eval_flip, shift=tc.eval_shift)
             fm = write_eval(run, fprobs, data.test_labels, data.classes, name="test_fused", ids=data.test_ids)
             summary.update(fused_accuracy=fm["accuracy"], fused_macro_f1=fm["macro_f1"])
         with open(os.path.join(run, "summary.json"), "w") as f:
