@@ -19,6 +19,7 @@ from semifer.cli import main
 from semifer.config import load_config
 from semifer.data.base import DataError
 from semifer.data.faces import AUTO_ORDER, DETECTORS, Face, create_detector, crop_face, detect_faces
+from semifer.data.transforms import shifted_views
 from semifer.engine.train import train
 from semifer.predict import FacePrediction, Predictor
 from semifer.predict.export import export_onnx
@@ -177,6 +178,21 @@ def test_detect_false_prepares_crops_as_training_did(runs, chans):
     assert np.allclose(list(got[0].probs.values()), ref, atol=1e-6)
     with pytest.raises(ValueError, match="no face detector"):
         p.predict(crop)
+
+
+def test_test_time_views_average_the_shifted_and_mirrored_crops(runs):
+    p = Predictor.from_checkpoint(runs[1], device="cpu", detector=None)
+    tta = Predictor.from_checkpoint(runs[1], device="cpu", detector=None, flip=True, shift=0.1)
+    crop = crop_face(portrait(), FACE)
+    x = p.prepare([crop])
+    with torch.no_grad():
+        views = shifted_views(x, round(0.1 * p.meta["size"]))
+        views += [v.flip(3) for v in views]
+        ref = torch.stack([torch.softmax(p.model(v)[1], 1)[0] for v in views]).mean(0).numpy()
+    assert len(views) == 18
+    np.testing.assert_allclose(list(tta.predict(crop, detect=False)[0].probs.values()), ref, atol=1e-6)
+    with pytest.raises(ValueError, match="shift=0.5; expected a share of the face crop's side"):
+        Predictor.from_checkpoint(runs[1], device="cpu", detector=None, shift=0.5)
 
 
 def test_input_kinds_agree(runs, tmp_path):

@@ -46,29 +46,35 @@ def autocast(device: torch.device, amp: str):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def view_probs(model, xn: torch.Tensor, flip: bool = False, shift: float = 0.0, temperature: float = 1.0,
+               amp: str = "none") -> torch.Tensor:
+    """Softmax probabilities [N, K] of normalised images [N, C, H, W], averaged over test-time views.
+    ``flip``: each image and its mirror image (faces are near-symmetric, so the mirror is a second,
+    nearly independent look at the same expression). ``shift``: also the 8 copies moved by this
+    share of the side (rounded to pixels) along the axes and diagonals, the weak view's random
+    crop at test time (``shifted_views``); with ``flip`` that is 18 views, 18x the compute."""
+    views = shifted_views(xn, round(shift * min(xn.shape[-2:])))
+    views += [v.flip(3) for v in views] if flip else []
+    probs = 0
+    for v in views:
+        with autocast(xn.device, amp):
+            _, logits = model(v)
+        probs = probs + torch.softmax(logits.float() / temperature, 1)
+    return probs / len(views)
+
+
 @torch.no_grad()
 def predict_probs(model, images: np.ndarray, device: torch.device, mean=0.5, std=0.5,
                   batch_size: int = 256, amp: str = "none", temperature: float = 1.0,
                   flip: bool = False, shift: float = 0.0) -> np.ndarray:
-    """Softmax probabilities [N, K] for uint8 images [N, H, W, C], averaged over test-time views.
-    ``flip``: each image and its mirror image (faces are near-symmetric, so the mirror is a second,
-    nearly independent look at the same expression). ``shift``: also the 8 copies moved by this
-    fraction of the side (rounded to pixels) along the axes and diagonals, the weak view's random
-    crop at test time (``shifted_views``); with ``flip`` that is 18 views, 18x the compute."""
+    """Softmax probabilities [N, K] for uint8 images [N, H, W, C], in batches; ``flip`` and
+    ``shift``: the test-time views of :func:`view_probs`."""
     was_training = model.training
     model.eval()
     out = []
     for i in range(0, len(images), batch_size):
         x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).permute(0, 3, 1, 2).to(device)
-        xn = normalize(x, mean, std)
-        views = shifted_views(xn, round(shift * min(xn.shape[-2:])))
-        views += [v.flip(3) for v in views] if flip else []
-        probs = 0
-        for v in views:
-            with autocast(device, amp):
-                _, logits = model(v)
-            probs = probs + torch.softmax(logits.float() / temperature, 1)
-        out.append((probs / len(views)).cpu())
+        out.append(view_probs(model, normalize(x, mean, std), flip, shift, temperature, amp).cpu())
     model.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 

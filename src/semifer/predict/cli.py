@@ -31,6 +31,10 @@ def register(sub) -> None:
     p.add_argument("--max-side", type=int, default=1280, help="images are shrunk to this for detection")
     p.add_argument("--device", default="auto")
     p.add_argument("--weights", default="auto", choices=["auto", "ema", "model"])
+    p.add_argument("--flip", action="store_true", help="test-time mirror: average each face's and its mirror's "
+                                                        "probabilities (2x the compute)")
+    p.add_argument("--shift", type=float, default=0.0, help="test-time shifts: also average 8 copies moved by this "
+                                                            "share of the side, e.g. 0.06 (9x the compute)")
     p.set_defaults(func=_predict)
 
     e = sub.add_parser("export", help="export a checkpoint to ONNX with a preprocessing JSON")
@@ -52,7 +56,8 @@ def _predict(args) -> int:
     sources, root = expand_input(args.input)
     predictor = Predictor.from_checkpoint(
         args.checkpoint, device=args.device, detector=None if args.no_detect else args.detector,
-        weights=args.weights, margin=args.margin, max_side=args.max_side, model_path=args.detector_model)
+        weights=args.weights, margin=args.margin, max_side=args.max_side, flip=args.flip, shift=args.shift,
+        model_path=args.detector_model)
     if opts.detect:
         predictor.detector  # noqa: B018  (build it now: a bad --detector fails before any output)
     os.makedirs(args.output, exist_ok=True)

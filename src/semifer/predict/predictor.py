@@ -20,6 +20,7 @@ import torch
 from semifer.data.cache import fit_image  # the resize/convert that built the training cache
 from semifer.data.faces import Face, create_detector, detect_faces, face_crops
 from semifer.data.transforms import normalize
+from semifer.engine.evaluate import view_probs
 from semifer.models.io import load_model, resolve_device
 from semifer.predict.inputs import as_items, image_name, to_rgb
 from semifer.weights import default_model
@@ -44,15 +45,20 @@ class Predictor:
 
     ``detector``: a registered detector name (built on first use, so ``detect=False`` never
     needs one), a detector object with ``detect(rgb) -> list[Face]``, or None (no detection).
-    Images are shrunk to ``max_side`` for detection only; crops come from full resolution."""
+    Images are shrunk to ``max_side`` for detection only; crops come from full resolution.
+    ``flip`` and ``shift``: test-time views (the mirror; 8 copies moved by ``shift`` of the side),
+    each multiplying the compute per face (``semifer.engine.evaluate.view_probs``)."""
 
     def __init__(self, model: torch.nn.Module, meta: dict, device: str | torch.device = "cpu",
-                 detector: Any = "auto", margin: float = 0.2, max_side: int = 1280, **detector_kw):
+                 detector: Any = "auto", margin: float = 0.2, max_side: int = 1280, flip: bool = False,
+                 shift: float = 0.0, **detector_kw):
+        if not 0 <= shift < 0.5:
+            raise ValueError(f"shift={shift}; expected a share of the face crop's side in [0, 0.5), e.g. 0.06")
         self.model, self.meta = model.eval(), meta
         self.device = resolve_device(device)
         self.model.to(self.device)
         self.classes: list[str] = list(meta["classes"])
-        self.margin, self.max_side = margin, max_side
+        self.margin, self.max_side, self.flip, self.shift = margin, max_side, flip, shift
         self._detector, self._detector_kw = detector, detector_kw
         self.checkpoint: str | None = None  # the file or folder from_checkpoint loaded
 
@@ -61,8 +67,8 @@ class Predictor:
                         weights: str = "auto", **kw) -> "Predictor":
         """Load a run folder or .safetensors file (``weights``: "auto", "ema" or "model"); with
         no ``path``, the model shipped in the package (:mod:`semifer.weights`), saying so on
-        stderr. Further keywords go to the constructor: ``margin``, ``max_side``, and detector
-        options such as ``min_score`` or ``model_path``."""
+        stderr. Further keywords go to the constructor: ``margin``, ``max_side``, ``flip``,
+        ``shift``, and detector options such as ``min_score`` or ``model_path``."""
         shipped = path is None
         path = default_model() if shipped else path
         dev = resolve_device(device)
@@ -98,8 +104,7 @@ class Predictor:
     @torch.inference_mode()
     def classify(self, crops: list[np.ndarray]) -> np.ndarray:
         """Class probabilities [N, K] for RGB uint8 face crops."""
-        _, logits = self.model(self.prepare(crops))
-        return torch.softmax(logits.float(), 1).cpu().numpy()
+        return view_probs(self.model, self.prepare(crops), self.flip, self.shift).cpu().numpy()
 
     def predict(self, images: Any, detect: bool = True, batch_size: int = 64) -> list[FacePrediction]:
         """One image or many (paths, PIL images, numpy arrays, uint8/uint16 tensors) -> one
