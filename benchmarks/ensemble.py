@@ -1,5 +1,5 @@
 """Ensembles of finished benchmark runs: val scored with the mean of the members' probabilities
-(each with its run's test-time mirror, and the class prior ``semifer adapt-prior`` stored beside
+(each with its run's test-time views, mirror and shifts, and the class prior ``semifer adapt-prior`` stored beside
 its weights, if any). Writes one row shaped like ``benchmarks/fer2013.py``'s, the first member's
 with ``ensemble:<n>`` and the other members' names added to its overrides (and ``adapt_prior`` when
 every member carries a stored prior), so ``paired.py`` pairs it
@@ -37,7 +37,8 @@ def member_probs(run: str, data_spec: str, device: torch.device, prepared: dict 
         prepared[key] = prepare(cfg.data)
     data = prepared[key]
     model, meta = load_model(run, device=device)
-    p = predict_probs(model, data.test_images, device, meta["mean"], meta["std"], 512, flip=bool(cfg.train.eval_flip))
+    p = predict_probs(model, data.test_images, device, meta["mean"], meta["std"], 512, flip=bool(cfg.train.eval_flip),
+                      shift=cfg.train.eval_shift)
     return p, data.test_labels, list(data.test_ids), list(data.classes), meta.get("target_prior") is not None
 
 
