@@ -122,6 +122,30 @@ def test_ema_teacher_label_smoothing_on_the_labelled_loss_only():
     assert close(out.loss, loss_x + 5.0 * out.logs["loss_u"])
 
 
+def test_cross_teacher_students_learn_each_others_teachers_labels():
+    algo = create_algorithm("cross_teacher", K, tau=0.5)
+    model, teacher = RowLogits(1.0), RowLogits(2.0)   # the peer and its teacher start as copies of the model
+    batch = {"x": rows([1, 0, 0]), "y": torch.tensor([0]),
+             "u_w": rows([0.5, 0, 0], [0, 1, 0]),     # A's teacher (x2): conf 0.576, 0.787; B's (x1): 0.452, 0.576
+             "u_s": rows([0, 0, 1], [0, 1, 0]), "u_s2": rows([1, 0, 0], [0, 0, 1])}
+    out = algo.step(model, batch, step=0, teacher=teacher)
+    assert out.mask.tolist() == [0.0, 1.0] and out.pseudo_labels.tolist() == [0, 1]   # B's teacher's, for A
+    assert out.levels["own"][1].tolist() == [1.0, 1.0]                                 # A's teacher's, for B
+    loss_x = -math.log(E / (E + 2))
+    loss_u = -math.log(E / (E + 2)) / 2                            # A on u_s row 2, labelled 1 by B's teacher
+    loss_ub = (-math.log(E / (E + 2)) - math.log(1 / (E + 2))) / 2  # B on u_s2, labelled 0 and 1 by A's
+    assert close(out.logs["loss_u"], loss_u) and close(out.logs["loss_u_peer"], loss_ub)
+    assert close(out.loss, 2 * loss_x + 5.0 * (loss_u + loss_ub))
+    # B's teacher follows B by EMA at the next step: 0.999 * 1 + 0.001 * 3
+    with torch.no_grad():
+        algo.peer.scale.fill_(3.0)
+    algo.step(model, batch, step=1, teacher=teacher)
+    assert close(algo.peer_teacher.scale, 0.999 + 0.003) and not algo.peer_teacher.scale.requires_grad
+    assert close(algo.peer_weights()["scale"], 1.002)
+    with pytest.raises(ValueError, match="does not take algorithm.contrast"):
+        create_algorithm("cross_teacher", K, contrast=1.0)
+
+
 NS_BATCH = {"x": rows([1, 0, 0]), "y": torch.tensor([0]),
          "u_w": rows([1, 0, 0], [0, 0, 0]),      # teacher (x2): softmax(2, 0, 0) and uniform
          "u_s": rows([0, 1, 0], [0, 0, 0])}      # student: softmax(0, 1, 0) and uniform
@@ -299,7 +323,7 @@ def test_freematch_fairness_loss():
 # ---- every registered algorithm on a tiny net -----------------------------------------------
 
 # options that let every unlabelled image pass its threshold, so the unsupervised term is live
-OPEN = {"fixmatch": {"tau": 0.0}, "pseudo_label": {"tau": 0.0}, "ema_teacher": {"tau": 0.0},
+OPEN = {"fixmatch": {"tau": 0.0}, "pseudo_label": {"tau": 0.0}, "ema_teacher": {"tau": 0.0}, "cross_teacher": {"tau": 0.0},
         "flexmatch": {"tau": 0.0}, "sitfer": {"tau": 0.0, "text_encoder": "random", "text_dim": 16}}
 SEMI = [n for n in ALGORITHMS.names() if ALGORITHMS.get(n).views]
 
@@ -365,6 +389,8 @@ def test_state_round_trip_gives_the_same_step(name):
     algo.sync()
     twin = create_algorithm(name, K, total_steps=3, num_unlabelled=16,
                             **{**open_options(name, model), **({"teacher": algo._teachers[0]} if name == "noisy_student" else {})})
+    if name == "cross_teacher":  # its peer is built from the model, as the engine's setup() does before a resume
+        twin.setup(model)
     twin.load_state_dict(algo.state_dict())
     model.eval()   # no dropout / batch statistics: the two steps see the same network
     a = algo.step(model, _batch(algo.views, 1), 1, teacher=teacher)

@@ -39,6 +39,8 @@ def _job(kind: str, tiny: list[str], tmp_path):
         algorithm = ["algorithm.name=ema_teacher", "algorithm.prior=online", "algorithm.prior_momentum=0.5"]
     if kind == "ema_teacher_contrast":       # state beyond the model: the key head's EMA
         algorithm = ["algorithm.name=ema_teacher", "algorithm.contrast=1.0"]
+    if kind == "cross_teacher":              # state beyond the model: the peer, its teacher, the prior
+        algorithm = ["algorithm.name=cross_teacher", "algorithm.prior=online", "algorithm.prior_momentum=0.5"]
     base = tiny + exact + algorithm + ["train.ckpt_every=100", "train.eval_every=100"]
     return lambda name, *extra: load_config(None, base + [f"out={tmp_path / name}", *extra]), train
 
@@ -64,7 +66,8 @@ def _metrics(run) -> list[dict]:
             for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("kind", ["supervised", "fixmatch", "ema_teacher_online_prior", "ema_teacher_contrast", "pretrain", "pretrain_simclr"])
+@pytest.mark.parametrize("kind", ["supervised", "fixmatch", "ema_teacher_online_prior", "ema_teacher_contrast", "cross_teacher", "pretrain",
+                                  "pretrain_simclr"])
 def test_resume_equals_the_uninterrupted_run(kind, tiny, tmp_path, monkeypatch):
     config, run = _job(kind, tiny, tmp_path)
     run(config("straight"))
