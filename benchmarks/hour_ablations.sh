@@ -12,7 +12,8 @@
 # 2,000-step supervised and EMA-teacher rows, the hour's EMA teacher; SIMCLR=folder), simclr_ssfer
 # (SimCLR -> FaceMix -> EMA teacher at 2,000 steps a stage; simclr_ssfer_hour: III at the hour),
 # ensemble_hour (the mean prediction of the ssfer_hour and simclr_ssfer_hour teachers), ns_ensemble_hour
-# (a Noisy Student of those two teachers), vit_ii (SSFER stage II on a ViT from MAE
+# (a Noisy Student of those two teachers), cross_hour (cross_teacher from the two stage-II starts, then
+# the mean prediction of its two networks), vit_ii (SSFER stage II on a ViT from MAE
 # and from random weights; VIT_OVERRIDES, VIT_TAG),
 # dta_floor freematch_floor (the self-adaptive thresholds floored at 0.7, not in the papers: at
 # their 1/K start they pass every pseudo-label and the run collapses)
@@ -123,6 +124,25 @@ for group in $GROUPS_; do
       "$PY" "$HERE/fer2013.py" --data "fer2013:$DATA" --config "$ROOT/recipes/fer2013_cpu_hour_ssl.yaml" \
         --algorithms noisy_student --seeds "$SEED" --tag "_hour_ns_ens${III_TAG:-}" --results "$H" \
         "algorithm.teacher=[$T1,$T2]" algorithm.prior=online ${NS_OVERRIDES:-} ;;
+    cross_hour)  # cross_teacher (not in the papers): student A from SimCLR -> FaceMix (simclr_ssfer's stage II), its
+                 # peer B from FaceMix on random weights (ssfer's stage II), each taught by the other's EMA teacher
+                 # on the hour recipe's stage III (the recipe's ema_teacher options given again: a new algorithm
+                 # name drops them; III_OVERRIDES / III_TAG vary it); then B as a run of its own, both adapted to
+                 # the unlabelled faces' prior (semifer adapt-prior), and their mean prediction
+      simclr; stage_ii
+      [ -f "$SII/summary.json" ] || bench abl_simclr_ii facemix "model.init=$SIMCLR"
+      H=${HOUR_RESULTS:-$ROOT/benchmarks/results/fer2013_hour.jsonl}
+      "$PY" "$HERE/fer2013.py" --data "fer2013:$DATA" --config "$ROOT/recipes/fer2013_cpu_hour_ssl.yaml" \
+        --algorithms cross_teacher --seeds "$SEED" --tag "_hour_x${III_TAG:-}" --results "$H" \
+        "model.init=$SII/ckpt/last.safetensors" "algorithm.peer_init=$II" algorithm.tau=0.7 \
+        algorithm.teacher_momentum=0.99 algorithm.prior=online ${III_OVERRIDES:-}
+      X=$PWD/runs/bench/fer2013/cross_teacher_lpc100_s${SEED}_hour_x${III_TAG:-}
+      [ -d "${X}_peer" ] || "$PY" "$HERE/peer_run.py" "$X"
+      for T in "$X" "${X}_peer"; do
+        [ -f "$T/ckpt/last.prior.json" ] || "$(dirname "$PY")/semifer" adapt-prior --checkpoint "$T" --data "fer2013:$DATA" --split train
+      done
+      "$PY" "$HERE/ensemble.py" --data "fer2013:$DATA" --runs "$X" "${X}_peer" --rows "$H" \
+        --out "${ENSEMBLE_RESULTS:-$ROOT/benchmarks/results/fer2013_ensemble.jsonl}" ;;
     ensemble_hour)  # the mean prediction of ssfer_hour's and simclr_ssfer_hour's teachers (same III_TAG; run
                     # both first): two single-thread runs side by side fill a 2-core machine
       runs=("$PWD/runs/bench/fer2013/ema_teacher_lpc100_s${SEED}_hour_simclr_ii_iii${III_TAG:-}"
@@ -130,6 +150,6 @@ for group in $GROUPS_; do
       "$PY" "$HERE/ensemble.py" --data "fer2013:$DATA" --runs "${runs[@]}" \
         --rows "${HOUR_RESULTS:-$ROOT/benchmarks/results/fer2013_hour.jsonl}" \
         --out "${ENSEMBLE_RESULTS:-$ROOT/benchmarks/results/fer2013_ensemble.jsonl}" ;;
-    *) echo "unknown group $group (reference baselines sitfer dta ssfer ssfer_hour ns_hour simclr simclr_ssfer simclr_hour simclr_ssfer_hour ensemble_hour ns_ensemble_hour vit_ii dta_floor freematch_floor)" >&2; exit 2 ;;
+    *) echo "unknown group $group (reference baselines sitfer dta ssfer ssfer_hour ns_hour simclr simclr_ssfer simclr_hour simclr_ssfer_hour ensemble_hour ns_ensemble_hour cross_hour vit_ii dta_floor freematch_floor)" >&2; exit 2 ;;
   esac
 done
