@@ -127,7 +127,7 @@ def test_cpu_hour_recipes_build(recipe, algorithm):
     create_algorithm(cfg.algorithm["name"], 7, 10, 100, **options)
     model = create_model(cfg.model.name, 7, drop_rate=cfg.model.drop_rate, **cfg.model.options)
     assert model(torch.zeros(2, 1, 48, 48))[1].shape == (2, 7)
-    assert cfg.train.eval_flip and cfg.train.threads == 1
+    assert cfg.train.eval_flip and cfg.train.eval_shift == 0.06 and cfg.train.threads == 1
 
 
 def test_amp_fast_is_bf16_only_where_the_hardware_has_it(monkeypatch):
