@@ -12,7 +12,8 @@
 # 2,000-step supervised and EMA-teacher rows, the hour's EMA teacher; SIMCLR=folder), simclr_ssfer
 # (SimCLR -> FaceMix -> EMA teacher at 2,000 steps a stage; simclr_ssfer_hour: III at the hour),
 # ensemble_hour (the mean prediction of the ssfer_hour and simclr_ssfer_hour teachers), ns_ensemble_hour
-# (a Noisy Student of those two teachers), cross_hour (cross_teacher from the two stage-II starts, then
+# (a Noisy Student of those two teachers), pair_hour (two 3,000-step stage-III teachers side by side,
+# adapted, their mean prediction: the eighth session's recipe), cross_hour (cross_teacher from the two stage-II starts, then
 # the mean prediction of its two networks), vit_ii (SSFER stage II on a ViT from MAE
 # and from random weights; VIT_OVERRIDES, VIT_TAG),
 # dta_floor freematch_floor (the self-adaptive thresholds floored at 0.7, not in the papers: at
@@ -124,6 +125,20 @@ for group in $GROUPS_; do
       "$PY" "$HERE/fer2013.py" --data "fer2013:$DATA" --config "$ROOT/recipes/fer2013_cpu_hour_ssl.yaml" \
         --algorithms noisy_student --seeds "$SEED" --tag "_hour_ns_ens${III_TAG:-}" --results "$H" \
         "algorithm.teacher=[$T1,$T2]" algorithm.prior=online ${NS_OVERRIDES:-} ;;
+    pair_hour)  # two half-length stage-III teachers side by side, one per core (eighth session): simclr_ssfer_hour's
+                # and ssfer_hour's, with PAIR_OVERRIDES (default 3,000 steps, test-time shifts) and III_TAG
+                # (default _ur4_prior_3k), each adapted to the unlabelled faces' prior, then their mean prediction
+      O=${PAIR_OVERRIDES:-train.uratio=4 train.iterations=3000 train.eval_every=500 train.eval_shift=0.06}
+      T=${III_TAG:-_ur4_prior_3k}
+      simclr
+      III_OVERRIDES="$O" III_TAG=$T bash "$0" "$DATA" "$SEED" simclr_ssfer_hour & first=$!
+      III_OVERRIDES="$O" III_TAG=$T bash "$0" "$DATA" "$SEED" ssfer_hour
+      wait $first
+      for R in "$PWD/runs/bench/fer2013/ema_teacher_lpc100_s${SEED}_hour_simclr_ii_iii$T" \
+               "$PWD/runs/bench/fer2013/ema_teacher_lpc100_s${SEED}_hour_ii_iii$T"; do
+        [ -f "$R/ckpt/last.prior.json" ] || "$(dirname "$PY")/semifer" adapt-prior --checkpoint "$R" --data "fer2013:$DATA" --split train
+      done
+      III_TAG=$T bash "$0" "$DATA" "$SEED" ensemble_hour ;;
     cross_hour)  # cross_teacher (not in the papers): student A from SimCLR -> FaceMix (simclr_ssfer's stage II), its
                  # peer B from FaceMix on random weights (ssfer's stage II), each taught by the other's EMA teacher
                  # on the hour recipe's stage III (the recipe's ema_teacher options given again: a new algorithm
@@ -150,6 +165,6 @@ for group in $GROUPS_; do
       "$PY" "$HERE/ensemble.py" --data "fer2013:$DATA" --runs "${runs[@]}" \
         --rows "${HOUR_RESULTS:-$ROOT/benchmarks/results/fer2013_hour.jsonl}" \
         --out "${ENSEMBLE_RESULTS:-$ROOT/benchmarks/results/fer2013_ensemble.jsonl}" ;;
-    *) echo "unknown group $group (reference baselines sitfer dta ssfer ssfer_hour ns_hour simclr simclr_ssfer simclr_hour simclr_ssfer_hour ensemble_hour ns_ensemble_hour cross_hour vit_ii dta_floor freematch_floor)" >&2; exit 2 ;;
+    *) echo "unknown group $group (reference baselines sitfer dta ssfer ssfer_hour ns_hour simclr simclr_ssfer simclr_hour simclr_ssfer_hour ensemble_hour ns_ensemble_hour pair_hour cross_hour vit_ii dta_floor freematch_floor)" >&2; exit 2 ;;
   esac
 done
