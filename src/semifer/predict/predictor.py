@@ -20,7 +20,7 @@ import torch
 from semifer.data.cache import fit_image  # the resize/convert that built the training cache
 from semifer.data.faces import Face, create_detector, detect_faces, face_crops
 from semifer.data.transforms import normalize
-from semifer.engine.evaluate import view_probs
+from semifer.evaluation.views import view_probs
 from semifer.models.io import load_model, resolve_device
 from semifer.predict.inputs import as_items, image_name, to_rgb
 from semifer.weights import default_model
