@@ -42,7 +42,7 @@ def _first_conv_weight(model: nn.Module) -> torch.Tensor:
 
 
 def test_the_documented_models_are_registered():
-    assert {"cnn_small", "cnn_fer", "resnet18_small", "wrn28_2", "vit_tiny_p8", "vit_small_p8"} <= set(REGISTERED)
+    assert {"cnn_small", "cnn_fer", "resnet18_small", "wrn28_2", "vit_tiny_p8", "vit_tiny_c8", "vit_small_p8"} <= set(REGISTERED)
 
 
 @pytest.mark.parametrize("name", REGISTERED)
@@ -122,7 +122,7 @@ def test_train_steps_lower_the_loss(name):
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4)  # 1e-3 overshoots on the ViT
     x, y = _batch(8, size=32)
     losses = []
-    for _ in range(3):
+    for _ in range(5):  # a conv-stem ViT's loss may rise at Adam's second step before it falls
         loss = F.cross_entropy(model(x)[1], y)
         opt.zero_grad()
         loss.backward()

@@ -14,7 +14,7 @@ from semifer import checkpoint as ckpt
 from semifer.models.io import init_from
 from semifer.models import create_model
 from semifer.ssl import pretrain as pre
-from semifer.ssl.mae import MaskedAutoencoder, decoder_shape, patchify, random_masking, unpatchify
+from semifer.ssl.mae import MaskedAutoencoder, blank_removed, decoder_shape, patchify, random_masking, unpatchify
 
 TINY_VIT = dict(depth=2, embed_dim=32, num_heads=2)
 
@@ -60,6 +60,45 @@ def test_mae_loss_counts_masked_patches_only():
     assert mae.forward_loss(imgs, off, mask).item() == pytest.approx(4.0, rel=1e-5)
     loss.backward()
     assert enc.patch_embed.proj.weight.grad.abs().sum() > 0
+
+
+def test_conv_stem_vit_keeps_the_patch_grid():
+    model = create_model("vit_tiny_c8", 7, 1, img_size=48, **TINY_VIT)
+    stem = model.backbone.patch_embed.proj
+    convs = [m for m in stem if isinstance(m, torch.nn.Conv2d)]
+    # 8 px patches: three 3x3 stride-2 convolutions doubling 4 -> 8 -> 16, then 1x1 to the width 32
+    assert [(c.kernel_size, c.stride, c.out_channels) for c in convs] == [
+        ((3, 3), (2, 2), 4), ((3, 3), (2, 2), 8), ((3, 3), (2, 2), 16), ((1, 1), (1, 1), 32)]
+    assert model.forward_features(torch.randn(2, 1, 48, 48)).shape == (2, 1 + 36, 32)
+    with pytest.raises(ValueError, match="power-of-two"):
+        create_model("vit_tiny_c8", 7, 1, img_size=48, patch_size=6, **TINY_VIT)
+
+
+def test_mae_on_a_conv_stem_never_sees_the_removed_patches():
+    # The stem's 3x3 convolutions cross patch borders; MAE blanks the removed patches' pixels
+    # first, so the visible tokens' latents do not depend on what the removed patches hold.
+    enc = create_model("vit_tiny_c8", 7, 1, img_size=32, **TINY_VIT).backbone
+    mae = MaskedAutoencoder(enc, decoder_dim=16, decoder_depth=1, decoder_heads=2).eval()
+    imgs = torch.randn(3, 1, 32, 32)
+    torch.manual_seed(0)
+    latent, mask, _ = mae.forward_encoder(imgs)
+    assert latent.shape == (3, 1 + 4, 32) and torch.equal(mask.sum(1), torch.full((3,), 12.0))
+    other = imgs + blank_removed(10 * torch.randn_like(imgs), 1 - mask, mae.grid)  # removed patches only
+    assert not torch.equal(other, imgs)
+    torch.manual_seed(0)
+    assert torch.equal(mae.forward_encoder(other)[0], latent)
+    torch.manual_seed(0)   # the patchify ViT's own path masks tokens after the embedding, as before
+    loss, pred, _ = mae.train()(imgs)
+    loss.backward()
+    assert pred.shape == (3, 16, 64) and enc.patch_embed.proj[0].weight.grad.abs().sum() > 0
+
+
+def test_blank_removed_zeroes_whole_patches():
+    imgs = torch.ones(1, 1, 4, 6)
+    mask = torch.tensor([[0.0, 1.0, 0.0, 0.0, 0.0, 1.0]])       # a 2 x 3 grid of 2 px patches
+    out = blank_removed(imgs, mask, (2, 3))
+    assert out[0, 0].tolist() == [[1, 1, 0, 0, 1, 1], [1, 1, 0, 0, 1, 1],
+                                  [1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 0, 0]]
 
 
 def test_encoder_loads_into_classifier_and_shape_mismatch_fails(tmp_path, capsys):
@@ -366,7 +405,7 @@ def test_pipeline_stage_one_follows_the_shared_run_settings(tmp_path):
     assert (pre.train.amp, pre.train.seed) == ("fast", 3) == (finetune.train.amp, semi.train.seed)
     assert pre.train.threads == 2 and finetune.train.threads == 1   # stage I's own setting wins
     pre, _, _ = stage_configs(load_recipe("recipes/ssfer_fer2013_cpu_hour.yaml", None, []), str(tmp_path))
-    assert pre.train.amp == "fast" and pre.model.name == "vit_tiny_p8"
+    assert pre.train.amp == "fast" and pre.model.name == "vit_tiny_c8"
 
 
 def test_pipeline_overrides_reach_every_stage(tmp_path):

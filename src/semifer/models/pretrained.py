@@ -58,8 +58,8 @@ def _adapt_mae_vit(vit: VisionTransformer, state: dict) -> tuple[dict, list[str]
                                                         num_prefix_tokens=prefix)
             print(f"pretrained: pos_embed resampled from a {side}x{side} grid to "
                   f"{vit.patch_embed.grid_size[0]}x{vit.patch_embed.grid_size[1]}")
-    w, own_w = state.get("patch_embed.proj.weight"), vit.patch_embed.proj.weight
-    if w is not None and w.shape[1] != own_w.shape[1] and w.shape[2:] == own_w.shape[2:]:
+    w, own_w = state.get("patch_embed.proj.weight"), getattr(vit.patch_embed.proj, "weight", None)
+    if w is not None and own_w is not None and w.shape[1] != own_w.shape[1] and w.shape[2:] == own_w.shape[2:]:
         from timm.models._manipulate import adapt_input_conv
 
         state["patch_embed.proj.weight"] = adapt_input_conv(own_w.shape[1], w)

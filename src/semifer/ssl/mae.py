@@ -32,23 +32,40 @@ def unpatchify(x: torch.Tensor, p: int, c: int, h: int, w: int) -> torch.Tensor:
     return torch.einsum("nhwpqc->nchpwq", x).reshape(n, c, h, w)
 
 
-def random_masking(x: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Keep a random (1 - r) share of the tokens of each image (per-sample shuffle by argsort of
-    uniform noise, as MAE does).
+def draw_mask(n: int, length: int, mask_ratio: float, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Which tokens each image keeps: a per-sample shuffle by argsort of uniform noise, as MAE.
 
-    x [N, L, D] -> (x_visible [N, L_keep, D], mask [N, L] with 1 = removed, ids_restore [N, L])."""
-    n, length, d = x.shape
+    -> (ids_keep [N, L_keep], mask [N, L] with 1 = removed, in the original order, ids_restore [N, L])."""
     keep = int(length * (1 - mask_ratio))
     if keep < 1:
         raise ValueError(f"mask_ratio={mask_ratio} leaves no visible patch out of {length}")
-    noise = torch.rand(n, length, device=x.device)                  # [N, L]
+    noise = torch.rand(n, length, device=device)                    # [N, L]
     ids_shuffle = noise.argsort(1)                                  # ascending: small = kept
     ids_restore = ids_shuffle.argsort(1)
-    ids_keep = ids_shuffle[:, :keep]                                # [N, L_keep]
-    x_visible = x.gather(1, ids_keep[:, :, None].expand(-1, -1, d))
-    mask = torch.ones(n, length, device=x.device)
+    mask = torch.ones(n, length, device=device)
     mask[:, :keep] = 0
-    return x_visible, mask.gather(1, ids_restore), ids_restore     # mask in the original order
+    return ids_shuffle[:, :keep], mask.gather(1, ids_restore), ids_restore
+
+
+def keep_tokens(x: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
+    """x [N, L, D] -> the kept tokens [N, L_keep, D]."""
+    return x.gather(1, ids_keep[:, :, None].expand(-1, -1, x.shape[2]))
+
+
+def random_masking(x: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keep a random (1 - r) share of the tokens of each image.
+
+    x [N, L, D] -> (x_visible [N, L_keep, D], mask [N, L] with 1 = removed, ids_restore [N, L])."""
+    ids_keep, mask, ids_restore = draw_mask(x.shape[0], x.shape[1], mask_ratio, x.device)
+    return keep_tokens(x, ids_keep), mask, ids_restore
+
+
+def blank_removed(imgs: torch.Tensor, mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Zero the pixels of the removed patches (mask [N, L], 1 = removed) of imgs [N, C, H, W]."""
+    n, _, h, w = imgs.shape
+    m = mask.reshape(n, 1, *grid)
+    m = m.repeat_interleave(h // grid[0], 2).repeat_interleave(w // grid[1], 3)
+    return imgs * (1 - m).to(imgs.dtype)
 
 
 def decoder_shape(encoder: nn.Module, dim: int = 0, depth: int = 0, heads: int = 0) -> tuple[int, int, int]:
@@ -93,7 +110,7 @@ class MaskedAutoencoder(nn.Module):
         pe = encoder.patch_embed
         self.p = pe.patch_size[0]
         self.grid = tuple(pe.grid_size)
-        self.in_chans = pe.proj.in_channels
+        self.in_chans = getattr(pe, "in_chans", None) or pe.proj.in_channels
         dim = encoder.embed_dim
         decoder_dim, decoder_depth, decoder_heads = decoder_shape(encoder, decoder_dim, decoder_depth,
                                                                   decoder_heads)
@@ -120,10 +137,17 @@ class MaskedAutoencoder(nn.Module):
         """Embed, add positions, drop r of the patches, run the encoder on the rest.
         -> (latent [N, 1 + L_keep, D] with the class token first, mask [N, L], ids_restore [N, L])."""
         enc = self.encoder
-        x = enc.patch_embed(imgs)                                   # [N, L, D]
         n_prefix = 0 if enc.no_embed_class else enc.num_prefix_tokens
-        x = x + enc.pos_embed[:, n_prefix:]
-        x, mask, ids_restore = random_masking(x, self.mask_ratio)  # [N, L_keep, D]
+        if getattr(enc.patch_embed, "masks_pixels", False):
+            # A conv stem reads across patch borders: blank the removed patches before it, so
+            # no visible token sees them (models/conv_stem.py), then keep the visible tokens.
+            ids_keep, mask, ids_restore = draw_mask(len(imgs), self.grid[0] * self.grid[1],
+                                                    self.mask_ratio, imgs.device)
+            x = enc.patch_embed(blank_removed(imgs, mask, self.grid)) + enc.pos_embed[:, n_prefix:]
+            x = keep_tokens(x, ids_keep)                            # [N, L_keep, D]
+        else:
+            x = enc.patch_embed(imgs) + enc.pos_embed[:, n_prefix:]  # [N, L, D]
+            x, mask, ids_restore = random_masking(x, self.mask_ratio)  # [N, L_keep, D]
         if enc.cls_token is not None:
             cls = enc.cls_token + (enc.pos_embed[:, :1] if n_prefix else 0)
             x = torch.cat([cls.expand(len(x), -1, -1), x], 1)      # [N, 1 + L_keep, D]
