@@ -93,7 +93,8 @@ for group in $GROUPS_; do
       "$PY" "$HERE/fer2013.py" --data "fer2013:$DATA" --config "$ROOT/recipes/fer2013_cpu_hour_ssl.yaml" \
         --algorithms ema_teacher --seeds "$SEED" --tag "$tag${III_TAG:-}" \
         --results "${HOUR_RESULTS:-$ROOT/benchmarks/results/fer2013_hour.jsonl}" "model.init=$init" ${III_OVERRIDES:-} ;;
-    vit_ii)  # SSFER stage II (FaceMix, 2,000 steps) on the recipe's ViT from its MAE encoder and from random
+    vit_ii)  # SSFER stage II (FaceMix, 2,000 steps) on the recipe's ViT (vit_tiny_c8, the conv stem, since the
+             # ninth session) from its MAE encoder and from random
              # weights, both with VIT_OVERRIDES (e.g. "model.options.global_pool=avg train.layer_decay=0.75")
       mae
       stage_config 1 "$VIT/stage_ii.yaml"
