@@ -167,6 +167,5 @@ def vit_tiny_c8(in_chans: int = 1, pretrained: bool = False, drop_rate: float = 
     8 px patchify convolution: the same 6 x 6 tokens at 48 px. The ViT of the SSFER CPU recipe:
     the patchify ViT does not learn 700 faces in its budget, this one does."""
     refuse_pretrained("vit_tiny_c8", pretrained)
-    kwargs = {**dict(embed_dim=192, depth=6, num_heads=3), **kwargs}
-    return VisionTransformer(img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=0,
-                             drop_rate=drop_rate, embed_layer=ConvStemPatchEmbed, **kwargs)
+    return vit_tiny_p8(in_chans=in_chans, drop_rate=drop_rate, img_size=img_size, patch_size=patch_size,
+                       embed_layer=ConvStemPatchEmbed, **kwargs)
