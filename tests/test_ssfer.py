@@ -4,6 +4,7 @@ import math
 import types
 
 import pytest
+import yaml
 import torch
 import torch.nn.functional as F
 
@@ -438,3 +439,62 @@ def test_pipeline_says_when_a_stage_resumes_with_other_iterations(tmp_path):
     (tmp_path / "summary.json").write_text("{}")
     assert "finished with train.iterations=600" in iterations_note(str(tmp_path), 30)
     assert iterations_note(str(tmp_path / "missing"), 30) is None
+
+
+def test_pipeline_with_simclr_and_the_prior_step(tmp_path, capsys):
+    """Stage I by SimCLR on a CNN, then II, III and IV: the prior is stored beside stage III's
+    weights, and IV's score is the adapted model's on the test split."""
+    import csv
+
+    from semifer.cli import main
+
+    run = tmp_path / "run"
+    args = ["pipeline", "ssfer", "--data", "synthetic:?n=240&size=32", "--out", str(run),
+            "data.size=32", "data.labels_per_class=6", "model.name=cnn_small", "model.options={widths: [8, 16]}",
+            f"data.cache_dir={tmp_path / 'cache'}", "train.threads=1", "train.batch_size=8",
+            "train.iterations=3", "train.eval_every=3", "train.ckpt_every=3", "train.log_every=3",
+            "pretrain.method=simclr", "pretrain.train.iterations=2", "pretrain.train.batch_size=16",
+            "finetune.algorithm.detector=lbp", "semi.train.uratio=1", "semi.model.init_head=false",
+            "adapt.prior=true"]
+    assert main(args) == 0
+    rows = json.loads((run / "summary.json").read_text())
+    assert [r["stage"] for r in rows] == ["I", "II", "III", "IV"]
+    assert rows[0]["what"] == "simclr cnn_small" and rows[3]["what"] == "adapt_prior"
+    stored = json.loads((run / "3_ema_teacher" / "ckpt" / "last.prior.json").read_text())
+    assert sum(stored["prior"]) == pytest.approx(1, abs=1e-4) and stored["num_images"] == 240 - 42
+    with open(run / "4_adapt_prior" / "metrics_predictions.csv") as f:
+        preds = list(csv.DictReader(f))
+    assert rows[3]["accuracy"] == pytest.approx(sum(p["label"] == p["pred"] for p in preds) / len(preds))
+    semi_cfg = yaml.safe_load((run / "3_ema_teacher" / "config.yaml").read_text())
+    assert semi_cfg["model"]["init_head"] is False  # the recipe's own choice wins over the default
+    capsys.readouterr()
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("skipped") == 4
+
+
+def test_pipeline_adapt_section_is_checked(tmp_path):
+    from semifer.config import ConfigError
+    from semifer.ssl.pipeline import load_recipe, stage_configs
+
+    assert load_recipe(None, None, [])["adapt"] == {"prior": False}
+    with pytest.raises(ConfigError, match="adapt.prir: unknown key; expected one of prior"):
+        load_recipe(None, None, ["adapt.prir=true"])
+    with pytest.raises(ConfigError, match="adapt.prior='yes'; expected true or false"):
+        load_recipe(None, None, ["adapt.prior='yes'"])
+    _, _, semi = stage_configs(load_recipe(None, None, []), str(tmp_path))
+    assert semi.model.init_head is True   # stage III continues stage II's classifier unless told
+
+
+def test_cpu_hour_pipeline_recipe_is_the_measured_recipe(tmp_path):
+    """recipes/simclr_ssfer_fer2013_cpu_hour.yaml resolves to the benchmark rows' settings (H at 3,000 steps)."""
+    from semifer.ssl.pipeline import load_recipe, stage_configs
+
+    recipe = load_recipe("recipes/simclr_ssfer_fer2013_cpu_hour.yaml", None, [])
+    pre, finetune, semi = stage_configs(recipe, str(tmp_path))
+    assert (pre.method, pre.model.name, pre.train.iterations, pre.train.batch_size) == ("simclr", "cnn_fer", 1500, 256)
+    assert pre.model.options == finetune.model.options == {"widths": [24, 48, 96, 192]}
+    assert pre.train.channels_last and pre.train.amp == "fast"      # the shared machine settings reach stage I
+    assert finetune.algorithm == {"name": "facemix"} and finetune.train.iterations == 2000
+    assert (semi.train.iterations, semi.train.uratio, semi.model.init_head) == (3000, 4, False)
+    assert semi.algorithm == {"name": "ema_teacher", "tau": 0.7, "teacher_momentum": 0.99, "prior": "online"}
+    assert recipe["adapt"] == {"prior": True}

@@ -1,4 +1,5 @@
-"""Subcommands ``semifer pretrain`` (MAE, SSFER stage I) and ``semifer pipeline ssfer`` (I -> II -> III).
+"""Subcommands ``semifer pretrain`` (MAE or SimCLR, SSFER stage I) and ``semifer pipeline ssfer``
+(I -> II -> III, then the class-prior step IV where the recipe asks).
 
     semifer pretrain --config recipes/x.yaml --data SPEC[,SPEC|images:/folder] --out DIR key=value ...
     semifer pipeline ssfer --config recipes/ssfer_fer2013_cpu.yaml --data SPEC --out DIR key=value ...
@@ -23,8 +24,9 @@ def _pipeline(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("pretrain", help="MAE pre-training of a ViT encoder on unlabelled images (SSFER stage I)")
-    p.add_argument("--config", help="YAML recipe with sections data, model, mae, train")
+    p = sub.add_parser("pretrain", help="self-supervised pre-training on unlabelled images: MAE on a ViT (SSFER stage I) "
+                                                 "or SimCLR on any backbone (method=simclr)")
+    p.add_argument("--config", help="YAML recipe with sections method, data, model, mae or simclr, train")
     p.add_argument("--data", help="comma-separated sources: dataset specs (train split) or images:/folder "
                                   "(= data.sources=...)")
     p.add_argument("--out", help="run folder (= out=...)")
@@ -33,12 +35,13 @@ def register(sub) -> None:
 
     pl = sub.add_parser("pipeline", help="a whole method in one resumable run folder")
     methods = pl.add_subparsers(dest="method", required=True)
-    s = methods.add_parser("ssfer", help="SSFER: MAE pre-training -> FaceMix -> EMA teacher")
-    s.add_argument("--config", help="YAML recipe with sections shared, pretrain, finetune, semi")
+    s = methods.add_parser("ssfer", help="SSFER: MAE (or SimCLR) pre-training -> FaceMix -> EMA teacher "
+                                              "[-> the unlabelled faces' class prior]")
+    s.add_argument("--config", help="YAML recipe with sections shared, pretrain, finetune, semi, adapt")
     s.add_argument("--data", help="dataset spec (= data.train=...; also stage I's source unless set)")
     s.add_argument("--out", required=True, help="run folder holding one folder per stage")
     s.add_argument("--encoder", help="skip stage I and start stage II from this encoder checkpoint")
     s.add_argument("overrides", nargs="*",
-                   help="pretrain.K=V / finetune.K=V / semi.K=V for one stage; K=V for every stage "
+                   help="pretrain.K=V / finetune.K=V / semi.K=V for one stage, adapt.prior=true|false; K=V for every stage "
                         "that has the key (a stage's own K=V wins)")
     s.set_defaults(func=_pipeline)

@@ -1,16 +1,19 @@
 """``semifer pipeline ssfer``: SSFER's three stages in one run folder, resumable stage by stage.
 
-    RUN/1_pretrain     MAE on the unlabelled faces (stage I, ``semifer pretrain``)
+    RUN/1_pretrain     MAE (or SimCLR, ``pretrain.method``) on the unlabelled faces (stage I, ``semifer pretrain``)
     RUN/2_facemix      supervised fine-tuning from the encoder with FaceMix (stage II)
     RUN/3_ema_teacher  semi-supervised fine-tuning from stage II with an EMA teacher (stage III)
+    RUN/4_adapt_prior  with ``adapt: {prior: true}``: stage III's model moved to the class prior of its
+                       unlabelled faces (``semifer adapt-prior``, not in the paper) and scored again
 
 A stage whose ``summary.json`` exists is skipped; one with a checkpoint but no summary is
 resumed; so re-running the same command after an interruption continues where it stopped.
 
-A recipe has four sections: ``shared`` (a ``semifer train`` config applied to stages II and III;
-its data size / channels / normalisation and model are mirrored into stage I so the encoder fits
-the classifier), ``pretrain`` (a ``semifer pretrain`` config), ``finetune`` and ``semi`` (train
-configs of stages II and III). Overrides ``pretrain.K=V``, ``finetune.K=V``, ``semi.K=V`` go to
+A recipe has up to five sections: ``shared`` (a ``semifer train`` config applied to stages II and
+III; its data size / channels / normalisation and model are mirrored into stage I so the encoder
+fits the classifier), ``pretrain`` (a ``semifer pretrain`` config), ``finetune`` and ``semi`` (train
+configs of stages II and III), and ``adapt`` (``prior: true`` adds the last step). Stage III starts
+from stage II's whole classifier unless ``semi.model.init_head`` says false (a fresh head). Overrides ``pretrain.K=V``, ``finetune.K=V``, ``semi.K=V`` go to
 one stage; any other ``K=V`` goes to ``shared`` *and* to every stage that has the key, after the
 stage's recipe section, so ``train.iterations=30`` shortens all three stages (a recipe's per-stage
 value once silently won). Precedence: shared recipe < stage recipe < plain K=V < stage K=V.
@@ -25,10 +28,12 @@ import os
 import yaml
 
 from semifer.config import Config, ConfigError, merge, parse_override, to_dict
+from semifer.io import atomic_path
 
 STAGES = ("pretrain", "finetune", "semi")
-RUN_SETTINGS = ("amp", "threads", "device", "seed", "deterministic")   # shared -> stage I unless it sets them
-FOLDERS = {"pretrain": "1_pretrain", "finetune": "2_facemix", "semi": "3_ema_teacher"}
+ADAPT_KEYS = {"prior": False}   # the ``adapt`` section's keys and defaults
+RUN_SETTINGS = ("amp", "channels_last", "threads", "device", "seed", "deterministic")   # shared -> stage I unless it sets them
+FOLDERS = {"pretrain": "1_pretrain", "finetune": "2_facemix", "semi": "3_ema_teacher", "adapt": "4_adapt_prior"}
 
 
 def _deep_update(base: dict, extra: dict) -> dict:
@@ -41,14 +46,14 @@ def _deep_update(base: dict, extra: dict) -> dict:
 
 
 def load_recipe(path: str | None, data: str | None, overrides: list[str]) -> dict[str, dict]:
-    """Recipe sections after overrides: {"shared": ..., "pretrain": ..., "finetune": ..., "semi": ...}."""
-    recipe = {"shared": {}, "pretrain": {}, "finetune": {}, "semi": {}}
+    """Recipe sections after overrides: {"shared": ..., "pretrain": ..., "finetune": ..., "semi": ..., "adapt": ...}."""
+    recipe = {"shared": {}, "pretrain": {}, "finetune": {}, "semi": {}, "adapt": dict(ADAPT_KEYS)}
     if path:
         with open(path) as f:
             loaded = yaml.safe_load(f) or {}
         unknown = sorted(set(loaded) - set(recipe))
         if unknown:
-            raise ConfigError(f"{path}: unknown section {unknown[0]!r}; expected shared, pretrain, finetune, semi")
+            raise ConfigError(f"{path}: unknown section {unknown[0]!r}; expected shared, pretrain, finetune, semi, adapt")
         _deep_update(recipe, loaded)
     if data:
         _deep_update(recipe["shared"], {"data": {"train": data}})
@@ -59,12 +64,19 @@ def load_recipe(path: str | None, data: str | None, overrides: list[str]) -> dic
         (section, body), = nested.items()
         if section in STAGES:
             _deep_update(recipe["cli"][section], body)
+        elif section == "adapt":
+            _deep_update(recipe["adapt"], body)
         elif section == "algorithm":  # facemix and ema_teacher take different options
             raise ConfigError(f"override {text!r}: the stages run different algorithms; give "
                               f"finetune.{text} or semi.{text}")
         else:
             _deep_update(recipe["shared"], nested)
             _deep_update(recipe["cli"]["plain"], nested)
+    for key, value in (recipe["adapt"] or {}).items():
+        if key not in ADAPT_KEYS:
+            raise ConfigError(f"adapt.{key}: unknown key; expected one of {', '.join(ADAPT_KEYS)}")
+        if not isinstance(value, bool):
+            raise ConfigError(f"adapt.{key}={value!r}; expected true or false")
     return recipe
 
 
@@ -143,9 +155,43 @@ def stage_configs(recipe: dict[str, dict], run: str, encoder: str | None = None)
     merge(semi, {"algorithm": {"name": "ema_teacher"}})
     merge(semi, recipe["semi"])
     _apply_cli(semi, recipe, "semi")
+    said = [recipe["semi"], recipe.get("cli", {}).get("semi", {})]   # an explicit init_head wins
+    head = [s["model"]["init_head"] for s in said if "init_head" in (s.get("model") or {})]
     merge(semi, {"out": os.path.join(run, FOLDERS["semi"]),
-                 "model": {"init": finetune.out, "init_head": True}})
+                 "model": {"init": finetune.out, "init_head": head[-1] if head else True}})
     return pre, finetune, semi
+
+
+def adapt_stage(semi, out: str) -> dict:
+    """Stage III's model moved to the class prior of its unlabelled training faces, then its test
+    split scored again with the run's test-time views -> the metrics (also ``out/summary.json``).
+
+    The prior is what ``semifer adapt-prior`` estimates (EM, ``analysis/prior.py``) against the
+    model's mean prediction on its labelled faces, and it is stored beside stage III's weights, so
+    ``semifer eval`` / ``predict`` / ``export`` of that run use it too."""
+    from semifer.analysis.prior import adapt_prior
+    from semifer.data.prepare import prepare
+    from semifer.engine.evaluate import predict_probs, write_eval
+    from semifer.models.io import load_model, resolve_device
+
+    data = prepare(semi.data)
+    if len(data.test_images) == 0:
+        raise ConfigError("adapt.prior: stage III's data has no test split to score (data.test or data.test_split)")
+    target = data.unlabelled if len(data.unlabelled) else slice(None)   # all training faces when none is unlabelled
+    device = resolve_device(semi.train.device)
+    stored = adapt_prior(semi.out, data.train_images[target], device=device,
+                         source_images=data.train_images[data.labelled],
+                         info={"data": semi.data.train, "split": "train (unlabelled)"})
+    model, meta = load_model(semi.out, device=device)   # with the prior just stored
+    probs = predict_probs(model, data.test_images, device, meta["mean"], meta["std"],
+                          flip=semi.train.eval_flip, shift=semi.train.eval_shift)
+    metrics = write_eval(out, probs, data.test_labels, data.classes, name="metrics", ids=data.test_ids,
+                         extra={"run": semi.out, "prior": stored["prior"], "train_prior": stored["train_prior"],
+                                "test_time": {"flip": semi.train.eval_flip, "shift": semi.train.eval_shift}})
+    with atomic_path(os.path.join(out, "summary.json")) as tmp, open(tmp, "w") as f:
+        json.dump({"algorithm": "adapt_prior", "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+                   "prior": stored["prior"], "run": semi.out}, f, indent=2)
+    return metrics
 
 
 def _state(folder: str) -> str:
@@ -170,15 +216,17 @@ def iterations_note(folder: str, iterations: int) -> str | None:
 
 
 def run_ssfer(recipe: dict[str, dict], run: str, encoder: str | None = None) -> list[dict]:
-    """Run (or skip / resume) the three stages; print and write ``RUN/summary.json``."""
+    """Run (or skip / resume) the stages; print and write ``RUN/summary.json``."""
     from semifer.engine.train import train
     from semifer.ssl.pretrain import pretrain
 
     pre, finetune, semi = stage_configs(recipe, run, encoder)
+    adapt_out = os.path.join(run, FOLDERS["adapt"]) if recipe.get("adapt", {}).get("prior") else None
     os.makedirs(run, exist_ok=True)
     with open(os.path.join(run, "pipeline.yaml"), "w") as f:
         yaml.safe_dump({"pretrain": to_dict(pre) if not encoder else {"encoder": encoder},
-                        "finetune": to_dict(finetune), "semi": to_dict(semi)}, f, sort_keys=False)
+                        "finetune": to_dict(finetune), "semi": to_dict(semi),
+                        "adapt": {"prior": bool(adapt_out)}}, f, sort_keys=False)
 
     jobs = ([] if encoder else [("I", "pretrain", pre, pretrain)]) + [
         ("II", "finetune", finetune, train), ("III", "semi", semi, train)]
@@ -195,21 +243,27 @@ def run_ssfer(recipe: dict[str, dict], run: str, encoder: str | None = None) -> 
         result = fn(cfg)
         if result.get("interrupted"):
             raise KeyboardInterrupt
+    if adapt_out:
+        if _state(adapt_out) == "done":
+            print(f"stage IV: {adapt_out} is finished; skipped")
+        else:
+            print(f"stage IV: the class prior of stage III's unlabelled faces -> {adapt_out}")
+            adapt_stage(semi, adapt_out)
 
     rows = []
-    for roman, name, cfg, _ in [("I", "pretrain", pre, None), ("II", "finetune", finetune, None),
-                                ("III", "semi", semi, None)]:
-        if name == "pretrain" and encoder:
-            rows.append({"stage": "I", "what": f"encoder {encoder}", "run": ""})
-            continue
-        with open(os.path.join(cfg.out, "summary.json")) as f:
+    if encoder:
+        rows.append({"stage": "I", "what": f"encoder {encoder}", "run": ""})
+    stages = ([] if encoder else [("I", pre.out)]) + [("II", finetune.out), ("III", semi.out)] + \
+        ([("IV", adapt_out)] if adapt_out else [])
+    for roman, out in stages:
+        with open(os.path.join(out, "summary.json")) as f:
             s = json.load(f)
-        if name == "pretrain":
-            rows.append({"stage": roman, "what": f"MAE {s['model']}", "run": cfg.out,
+        if roman == "I":
+            rows.append({"stage": roman, "what": f"{pre.method} {s['model']}", "run": out,
                          "final_loss": s["final_loss"], "minutes": s["wall_s"] / 60})
         else:
-            rows.append({"stage": roman, "what": s["algorithm"], "run": cfg.out, "accuracy": s["accuracy"],
-                         "macro_f1": s["macro_f1"], "minutes": s["wall_s"] / 60})
+            rows.append({"stage": roman, "what": s["algorithm"], "run": out, "accuracy": s["accuracy"],
+                         "macro_f1": s["macro_f1"]} | ({"minutes": s["wall_s"] / 60} if "wall_s" in s else {}))
     with open(os.path.join(run, "summary.json"), "w") as f:
         json.dump(rows, f, indent=2)
     print(f"\n{'stage':<7}{'what':<22}{'accuracy':>10}{'macro-F1':>10}{'minutes':>9}")
