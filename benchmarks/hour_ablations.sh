@@ -15,7 +15,7 @@
 # (a Noisy Student of those two teachers), pair_hour (two 3,000-step stage-III teachers side by side,
 # adapted, their mean prediction: the eighth session's recipe), cross_hour (cross_teacher from the two stage-II starts, then
 # the mean prediction of its two networks), vit_ii (SSFER stage II on a ViT from MAE
-# and from random weights; VIT_OVERRIDES, VIT_TAG),
+# and from random weights; VIT_OVERRIDES, VIT_TAG), vit_iii (stage III from each of those, side by side),
 # dta_floor freematch_floor (the self-adaptive thresholds floored at 0.7, not in the papers: at
 # their 1/K start they pass every pseudo-label and the run collapses)
 set -euo pipefail
@@ -103,6 +103,17 @@ for group in $GROUPS_; do
         "$PY" "$HERE/fer2013.py" --data "fer2013:$DATA" --config "$VIT/stage_ii.yaml" --algorithms facemix \
           --seeds "$SEED" --tag "abl_vit_${start}${VIT_TAG:-}" --results "$RESULTS" "model.init=$init" ${VIT_OVERRIDES:-}
       done ;;
+    vit_iii)  # SSFER stage III (EMA teacher, the recipe's 2,000 steps) from each of vit_ii's two stage IIs (same
+              # VIT_OVERRIDES / VIT_TAG; run vit_ii first): does stage I's gain survive stage III? One per core.
+      stage_config 2 "$VIT/stage_iii.yaml"
+      for start in mae scratch; do
+        II_RUN=$PWD/runs/bench/fer2013/facemix_lpc100_s${SEED}abl_vit_${start}${VIT_TAG:-}
+        [ -f "$II_RUN/summary.json" ] || { echo "vit_iii: no stage II at $II_RUN; run the vit_ii group first" >&2; exit 2; }
+        "$PY" "$HERE/fer2013.py" --data "fer2013:$DATA" --config "$VIT/stage_iii.yaml" --algorithms ema_teacher \
+          --seeds "$SEED" --tag "abl_vit_${start}_iii${VIT_TAG:-}" --results "$RESULTS" \
+          "model.init=$II_RUN/ckpt/last.safetensors" model.init_head=true ${VIT_OVERRIDES:-} &
+      done
+      wait ;;
     ns_hour)  # the teacher of ssfer_hour (with III_TAG), adapted to the unlabelled faces' class prior,
               # then a Noisy Student from scratch on the whole hour recipe (run ssfer_hour first)
       T=$PWD/runs/bench/fer2013/ema_teacher_lpc100_s${SEED}_hour_ii_iii${III_TAG:-}

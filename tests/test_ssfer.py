@@ -462,9 +462,13 @@ def test_pipeline_with_simclr_and_the_prior_step(tmp_path, capsys):
     assert rows[0]["what"] == "simclr cnn_small" and rows[3]["what"] == "adapt_prior"
     stored = json.loads((run / "3_ema_teacher" / "ckpt" / "last.prior.json").read_text())
     assert sum(stored["prior"]) == pytest.approx(1, abs=1e-4) and stored["num_images"] == 240 - 42
-    with open(run / "4_adapt_prior" / "metrics_predictions.csv") as f:
+    with open(run / "4_adapt_prior" / "test_predictions.csv") as f:
         preds = list(csv.DictReader(f))
     assert rows[3]["accuracy"] == pytest.approx(sum(p["label"] == p["pred"] for p in preds) / len(preds))
+    capsys.readouterr()
+    assert main(["compare", str(run / "3_ema_teacher"), str(run / "4_adapt_prior")]) == 0
+    out = capsys.readouterr().out
+    assert "adapt_prior" in out and "4_adapt_prior: " in out and "p = " in out   # paired image by image
     semi_cfg = yaml.safe_load((run / "3_ema_teacher" / "config.yaml").read_text())
     assert semi_cfg["model"]["init_head"] is False  # the recipe's own choice wins over the default
     capsys.readouterr()

@@ -164,16 +164,21 @@ def stage_configs(recipe: dict[str, dict], run: str, encoder: str | None = None)
 
 def adapt_stage(semi, out: str) -> dict:
     """Stage III's model moved to the class prior of its unlabelled training faces, then its test
-    split scored again with the run's test-time views -> the metrics (also ``out/summary.json``).
+    split scored again with the run's test-time views -> the metrics.
 
     The prior is what ``semifer adapt-prior`` estimates (EM, ``analysis/prior.py``) against the
     model's mean prediction on its labelled faces, and it is stored beside stage III's weights, so
-    ``semifer eval`` / ``predict`` / ``export`` of that run use it too."""
+    ``semifer eval`` / ``predict`` / ``export`` of that run use it too. ``out`` is laid out as a
+    training run's final test (summary.json, test_predictions.csv), so ``semifer compare
+    RUN/3_ema_teacher RUN/4_adapt_prior`` pairs the two."""
+    import time
+
     from semifer.analysis.prior import adapt_prior
     from semifer.data.prepare import prepare
     from semifer.engine.evaluate import predict_probs, write_eval
     from semifer.models.io import load_model, resolve_device
 
+    t0 = time.time()
     data = prepare(semi.data)
     if len(data.test_images) == 0:
         raise ConfigError("adapt.prior: stage III's data has no test split to score (data.test or data.test_split)")
@@ -185,12 +190,15 @@ def adapt_stage(semi, out: str) -> dict:
     model, meta = load_model(semi.out, device=device)   # with the prior just stored
     probs = predict_probs(model, data.test_images, device, meta["mean"], meta["std"],
                           flip=semi.train.eval_flip, shift=semi.train.eval_shift)
-    metrics = write_eval(out, probs, data.test_labels, data.classes, name="metrics", ids=data.test_ids,
+    metrics = write_eval(out, probs, data.test_labels, data.classes, name="test", ids=data.test_ids,
                          extra={"run": semi.out, "prior": stored["prior"], "train_prior": stored["train_prior"],
                                 "test_time": {"flip": semi.train.eval_flip, "shift": semi.train.eval_shift}})
+    with open(os.path.join(semi.out, "summary.json")) as f:
+        labels_used = json.load(f).get("labels_used")
     with atomic_path(os.path.join(out, "summary.json")) as tmp, open(tmp, "w") as f:
         json.dump({"algorithm": "adapt_prior", "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-                   "prior": stored["prior"], "run": semi.out}, f, indent=2)
+                   "labels_used": labels_used, "wall_s": time.time() - t0, "prior": stored["prior"],
+                   "run": semi.out}, f, indent=2)
     return metrics
 
 
