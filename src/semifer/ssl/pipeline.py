@@ -173,7 +173,7 @@ def adapt_stage(semi, out: str) -> dict:
     RUN/3_ema_teacher RUN/4_adapt_prior`` pairs the two."""
     import time
 
-    from semifer.analysis.prior import adapt_prior
+    from semifer.engine.prior import adapt_prior
     from semifer.data.prepare import prepare
     from semifer.engine.evaluate import predict_probs, write_eval
     from semifer.models.io import load_model, resolve_device
