@@ -13,8 +13,8 @@ A recipe has up to five sections: ``shared`` (a ``semifer train`` config applied
 III; its data size / channels / normalisation and model are mirrored into stage I so the encoder
 fits the classifier), ``pretrain`` (a ``semifer pretrain`` config), ``finetune`` and ``semi`` (train
 configs of stages II and III), and ``adapt`` (``prior: true`` adds the last step). Stage III starts
-from stage II's whole classifier unless ``semi.model.init_head`` says false (a fresh head). Overrides ``pretrain.K=V``, ``finetune.K=V``, ``semi.K=V`` go to
-one stage; any other ``K=V`` goes to ``shared`` *and* to every stage that has the key, after the
+from stage II's whole classifier unless ``semi.model.init_head`` says false (a fresh head).
+Overrides ``pretrain.K=V``, ``finetune.K=V``, ``semi.K=V`` go to one stage; any other ``K=V`` goes to ``shared`` *and* to every stage that has the key, after the
 stage's recipe section, so ``train.iterations=30`` shortens all three stages (a recipe's per-stage
 value once silently won). Precedence: shared recipe < stage recipe < plain K=V < stage K=V.
 """
@@ -166,16 +166,16 @@ def adapt_stage(semi, out: str) -> dict:
     """Stage III's model moved to the class prior of its unlabelled training faces, then its test
     split scored again with the run's test-time views -> the metrics.
 
-    The prior is what ``semifer adapt-prior`` estimates (EM, ``analysis/prior.py``) against the
+    The prior is what ``semifer adapt-prior`` estimates (EM, ``engine/prior.py``) against the
     model's mean prediction on its labelled faces, and it is stored beside stage III's weights, so
     ``semifer eval`` / ``predict`` / ``export`` of that run use it too. ``out`` is laid out as a
     training run's final test (summary.json, test_predictions.csv), so ``semifer compare
     RUN/3_ema_teacher RUN/4_adapt_prior`` pairs the two."""
     import time
 
-    from semifer.engine.prior import adapt_prior
     from semifer.data.prepare import prepare
     from semifer.engine.evaluate import predict_probs, write_eval
+    from semifer.engine.prior import adapt_prior
     from semifer.models.io import load_model, resolve_device
 
     t0 = time.time()
