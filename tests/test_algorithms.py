@@ -41,6 +41,7 @@ class TinyNet(nn.Module):
         self.bn = nn.BatchNorm2d(8)
         self.drop = nn.Dropout(0.1)
         self.head = nn.Linear(8, num_classes)
+        self.num_features = 8
 
     def forward(self, x):
         feat = F.adaptive_avg_pool2d(F.relu(self.bn(self.conv(x))), 1).flatten(1)   # [B, 8]
@@ -324,6 +325,7 @@ def test_freematch_fairness_loss():
 
 # options that let every unlabelled image pass its threshold, so the unsupervised term is live
 OPEN = {"fixmatch": {"tau": 0.0}, "pseudo_label": {"tau": 0.0}, "ema_teacher": {"tau": 0.0}, "cross_teacher": {"tau": 0.0},
+        "dst": {"tau": 0.0},
         "flexmatch": {"tau": 0.0}, "sitfer": {"tau": 0.0, "text_encoder": "random", "text_dim": 16}}
 SEMI = [n for n in ALGORITHMS.names() if ALGORITHMS.get(n).views]
 
@@ -389,10 +391,11 @@ def test_state_round_trip_gives_the_same_step(name):
     algo.sync()
     twin = create_algorithm(name, K, total_steps=3, num_unlabelled=16,
                             **{**open_options(name, model), **({"teacher": algo._teachers[0]} if name == "noisy_student" else {})})
-    if name == "cross_teacher":  # its peer is built from the model, as the engine's setup() does before a resume
+    if name in ("cross_teacher", "dst"):  # peer / heads built from the model, as the engine's setup() does before a resume
         twin.setup(model)
     twin.load_state_dict(algo.state_dict())
-    model.eval()   # no dropout / batch statistics: the two steps see the same network
+    for net in (model, algo, twin):
+        net.eval()   # no dropout / batch statistics: the two steps see the same network and heads
     a = algo.step(model, _batch(algo.views, 1), 1, teacher=teacher)
     b = twin.step(model, _batch(algo.views, 1), 1, teacher=teacher)
     assert torch.allclose(a.loss, b.loss)

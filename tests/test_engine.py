@@ -107,9 +107,10 @@ def test_cli_train_eval_list(tiny, tmp_path):
     assert bad.returncode == 2 and "train.bogus" in bad.stderr
 
 
-def test_torchrun_two_processes(tiny, tmp_path):
+@pytest.mark.parametrize("algorithm", ["fixmatch", "dst"])   # dst: heads outside DDP, their gradients averaged by hooks
+def test_torchrun_two_processes(tiny, tmp_path, algorithm):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-           "-m", "semifer.cli", "train"] + tiny + ["algorithm.name=fixmatch"]
+           "-m", "semifer.cli", "train"] + tiny + [f"algorithm.name={algorithm}"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -27,7 +27,7 @@ from semifer.data.sampler import BatchStream
 from semifer.data.transforms import normalize, strong_options, strong_view, weak_view
 from semifer.engine import run_dir
 from semifer.engine.diagnostics import step_scores
-from semifer.engine.distributed import cleanup
+from semifer.engine.distributed import average_grads_over_ranks, cleanup
 from semifer.engine.evaluate import autocast, predict_probs, write_eval
 from semifer.engine.model_io import FusedModel, model_meta
 from semifer.engine.run import Diverged  # noqa: F401  (what a diverged run raises, for callers to catch)
@@ -139,6 +139,8 @@ def _train(cfg: Config) -> dict:
         fixed = algo.teacher_momentum is not None  # a teacher follows its paper's momentum from step 0
         ema = ModelEmaV3(model, decay=algo.teacher_momentum if fixed else tc.ema, use_warmup=not fixed)
     net = DistributedDataParallel(model) if d.enabled else model
+    if d.enabled:  # an algorithm's own heads (CoMatch's projection, DST's) sit outside DDP
+        average_grads_over_ranks(algo)
     scales = layer_decay_scales(model, tc.layer_decay) if tc.layer_decay > 0 else None
     optimizer = make_optimizer(tc.optimizer, param_groups([model, algo], tc.weight_decay, lr_scales=scales), tc.lr,
                                momentum=tc.momentum, nesterov=tc.nesterov, betas=(tc.momentum, tc.beta2))
