@@ -85,3 +85,36 @@ def test_views_are_drawn_outside_autocast(tmp_path, monkeypatch):
     monkeypatch.setattr(pre, "strong_view", spy)
     pre.pretrain(_cfg(tmp_path, "train.amp=bf16", "train.iterations=1"))
     assert seen and not any(seen)
+
+
+def test_linear_probe_reads_out_the_features(tmp_path):
+    """benchmarks/linear_probe.py: features that hold the class score 100 % by both read-outs,
+    features that do not score at chance; and the script probes a real encoder file end to end."""
+    import importlib.util
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("linear_probe", os.path.join(root, "benchmarks", "linear_probe.py"))
+    lp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lp)
+    rng = np.random.default_rng(0)
+    y, y_test = np.repeat(np.arange(3), 20), np.repeat(np.arange(3), 10)
+    onehot = lambda labels: np.eye(3)[labels] * 5 + rng.normal(0, 0.1, (len(labels), 3))  # noqa: E731
+    assert lp.probe(onehot(y), y, onehot(y_test), y_test, k=5) == {"linear_probe": 1.0, "knn5": 1.0}
+    noise = lp.probe(rng.normal(size=(60, 3)), y, rng.normal(size=(30, 3)), y_test, k=5)
+    assert noise["linear_probe"] < 0.7 and noise["knn5"] < 0.7
+
+    pre.pretrain(_cfg(tmp_path))
+    encoder = str(tmp_path / "run" / "encoder.safetensors")
+    out = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "linear_probe.py"), "--data", "synthetic:?n=140",
+                          "--encoders", "random", encoder, "--config", "", "-k", "3", *TINY_CNN,
+                          "data.labels_per_class=4", "data.size=32", f"data.cache_dir={tmp_path / 'cache'}"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [r["encoder"] for r in rows] == ["random", encoder]
+    assert all(r["labelled"] == 28 and r["dim"] == 16 and 0 <= r["linear_probe"] <= 100 for r in rows)
