@@ -112,6 +112,23 @@ def test_ema_teacher_uses_teacher_prediction():
         algo.step(RowLogits(), batch, step=0, teacher=None)
 
 
+def test_ema_teacher_generalised_cross_entropy_on_the_unlabelled_loss():
+    teacher = RowLogits(2.0)
+    batch = {"x": rows([1, 0, 0]), "y": torch.tensor([0]),
+             "u_w": rows([0.5, 0, 0], [0, 1, 0]),     # as above: the second image passes, label 1
+             "u_s": rows([0, 0, 1], [0, 1, 0])}
+    out = create_algorithm("ema_teacher", K, gce_q=0.7).step(RowLogits(), batch, step=0, teacher=teacher)
+    p = E / (E + 2)                                   # the student's p of label 1 on the second u_s
+    assert close(out.logs["loss_u"], (1 - p ** 0.7) / 0.7 / 2)
+    assert close(out.loss, -math.log(p) + 5.0 * (1 - p ** 0.7) / 0.7 / 2)   # L_l stays CE
+    # q -> 0 is the cross-entropy
+    from semifer.algorithms.common import masked_ce, masked_gce
+    logits, y, m = torch.randn(4, K), torch.tensor([0, 1, 2, 1]), torch.tensor([1.0, 0.0, 1.0, 1.0])
+    assert abs(float(masked_gce(logits, y, m, 1e-3)) - float(masked_ce(logits, y, m))) < 5e-3
+    with pytest.raises(ValueError, match="gce_q"):
+        create_algorithm("ema_teacher", K, gce_q=1.5)
+
+
 def test_ema_teacher_label_smoothing_on_the_labelled_loss_only():
     teacher = RowLogits(2.0)
     batch = {"x": rows([1, 0, 0]), "y": torch.tensor([0]), "u_w": rows([0, 1, 0]), "u_s": rows([0, 1, 0])}

@@ -68,6 +68,15 @@ def masked_ce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -
     return (F.cross_entropy(logits.float(), targets, reduction="none") * mask).mean()
 
 
+def masked_gce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, q: float) -> torch.Tensor:
+    """L_u with the generalised cross-entropy (Zhang & Sabuncu, NeurIPS 2018, eq. 6) in place of CE:
+    (1/muB) sum_b mask_b (1 - p_b[y_b]^q) / q for hard labels y. q -> 0 is CE; q = 1 is MAE, which
+    noisy labels cannot pull far: each label's gradient is CE's times p^q, so labels the model
+    disagrees with weigh less."""
+    p = logits.float().softmax(-1).gather(1, targets[:, None]).squeeze(1)
+    return ((1.0 - p.clamp_min(1e-12) ** q) / q * mask).mean()
+
+
 def softmax_mse(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
     """(1/(B K)) sum_b ||softmax(logits_b) - q_b||^2: the consistency cost of the Pi-model
     (Laine & Aila, ICLR 2017, Alg. 1) and Mean Teacher (Tarvainen & Valpola, NeurIPS 2017, eq. 1)."""

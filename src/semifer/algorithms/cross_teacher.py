@@ -30,7 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from semifer.algorithms.base import StepOutput, register_algorithm
-from semifer.algorithms.common import forward_views, masked_ce, teacher_probs
+from semifer.algorithms.common import forward_views, teacher_probs
 from semifer.algorithms.ema_teacher import EMATeacher, teacher_mask
 
 
@@ -85,8 +85,8 @@ class CrossTeacher(EMATeacher):
             logs = {"prior_max": float(self.prior.pi.max()), "prior_min": float(self.prior.pi.min())}
         loss_x = F.cross_entropy(logits_x, batch["y"], label_smoothing=self.label_smoothing)
         loss_xb = F.cross_entropy(logits_xb, batch["y"], label_smoothing=self.label_smoothing)
-        loss_u = masked_ce(logits_s, y_b, mask_b)       # A learns B's teacher's labels
-        loss_ub = masked_ce(logits_sb, y_a, mask_a)     # and B learns A's
+        loss_u = self.unlabelled_loss(logits_s, y_b, mask_b)    # A learns B's teacher's labels
+        loss_ub = self.unlabelled_loss(logits_sb, y_a, mask_a)  # and B learns A's
         loss = loss_x + self.mu * loss_u + loss_xb + self.mu * loss_ub
         logs |= {"loss_x": loss_x.detach(), "loss_u": loss_u, "loss_x_peer": loss_xb.detach(),
                  "loss_u_peer": loss_ub, "tau_mean": self.tau, "teachers_agree": (y_a == y_b).float().mean()}

@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from semifer.algorithms.base import StepOutput, register_algorithm
-from semifer.algorithms.common import forward_views, masked_ce, teacher_probs
+from semifer.algorithms.common import forward_views, teacher_probs
 from semifer.algorithms.ema_teacher import EMATeacher, teacher_mask
 from semifer.algorithms.label_shift import shift_labelled_logits
 
@@ -106,7 +106,7 @@ class DebiasedSelfTraining(EMATeacher):
             self.to(h_x.device)
         shifted_x, logs = shift_labelled_logits(self.prior, logits_x, probs)
         loss_x = F.cross_entropy(shifted_x, batch["y"], label_smoothing=self.label_smoothing)   # h: labels only
-        loss_u = masked_ce(self.pseudo_head(h_s), pseudo, mask)                                  # h_pseudo: y^
+        loss_u = self.unlabelled_loss(self.pseudo_head(h_s), pseudo, mask)                     # h_pseudo: y^
         coeff = warm_start_coeff(step, self.grl_max, self.grl_iters)
         adv_x, adv_s = self.worst_head(reverse_grad(torch.cat([h_x, h_s]), coeff)).split([len(h_x), len(h_s)])
         loss_w = worst_case_loss(adv_x, logits_x.detach().argmax(-1), adv_s, pseudo, self.eta_prime)

@@ -13,7 +13,8 @@ mirror image; ``label_smoothing`` smooths L_l's targets, so the 100-odd labels p
 fitted to one-hot confidence that the teacher then passes to the unlabelled faces; ``prior="online"``
 estimates the unlabelled faces' class prior while training and logit-adjusts L_l to it
 (``semifer.algorithms.label_shift``), so pseudo-labels follow that prior and not the labels';
-``contrast`` > 0 adds CoMatch's graph-contrastive term L_c with that weight
+``gce_q`` > 0 replaces L_u's cross-entropy by the generalised cross-entropy with that q (Zhang &
+Sabuncu 2018), robust to the wrong pseudo-labels; ``contrast`` > 0 adds CoMatch's graph-contrastive term L_c with that weight
 (``semifer.algorithms.contrast``): L = L_l + mu L_u + contrast L_c. With ``teacher_momentum`` 0
 the teacher is the student: the FixMatch ablation of the paper's Table 12.
 
@@ -22,7 +23,7 @@ Forward: x and u_s share the student's one gradient forward; u_w goes only throu
 import torch.nn.functional as F
 
 from semifer.algorithms.base import Algorithm, StepOutput, register_algorithm
-from semifer.algorithms.common import forward_views, masked_ce, teacher_probs
+from semifer.algorithms.common import forward_views, masked_ce, masked_gce, teacher_probs
 from semifer.algorithms.contrast import GraphContrast
 from semifer.algorithms.label_shift import labelled_prior_from, make_prior, shift_labelled_logits
 
@@ -40,7 +41,7 @@ class EMATeacher(Algorithm):
     def __init__(self, tau: float = 0.7, mu: float = 5.0, teacher_momentum: float = 0.999,
                  teacher_flip: bool = False, label_smoothing: float = 0.0, prior: str = "labelled",
                  prior_momentum: float = 0.999, contrast: float = 0.0, contrast_temperature: float = 0.2,
-                 contrast_graph_tau: float = 0.8, contrast_dim: int = 64, **kw):
+                 contrast_graph_tau: float = 0.8, contrast_dim: int = 64, gce_q: float = 0.0, **kw):
         super().__init__(**kw)
         self.tau, self.mu, self.teacher_flip = tau, mu, teacher_flip
         self.label_smoothing = label_smoothing
@@ -49,9 +50,16 @@ class EMATeacher(Algorithm):
         if contrast < 0:
             raise ValueError(f"algorithm.contrast={contrast}; expected >= 0 (0 = off)")
         self.contrast = contrast
+        if not 0.0 <= gce_q <= 1.0:
+            raise ValueError(f"algorithm.gce_q={gce_q}; expected 0 (cross-entropy) to 1")
+        self.gce_q = gce_q
         self.contrast_opts = dict(proj_dim=contrast_dim, temperature=contrast_temperature,
                                   graph_tau=contrast_graph_tau, momentum=teacher_momentum)
         self.graph = None  # GraphContrast, sized to the backbone's features in setup()
+
+    def unlabelled_loss(self, logits, pseudo, mask):
+        """L_u (eq. 4): CE, or the generalised cross-entropy when ``gce_q`` > 0."""
+        return masked_gce(logits, pseudo, mask, self.gce_q) if self.gce_q > 0 else masked_ce(logits, pseudo, mask)
 
     def setup(self, model):
         if self.contrast > 0:
@@ -72,7 +80,7 @@ class EMATeacher(Algorithm):
         mask = teacher_mask(conf, self.tau)
         logits_x, logs = shift_labelled_logits(self.prior, logits_x, probs)
         loss_x = F.cross_entropy(logits_x, batch["y"], label_smoothing=self.label_smoothing)
-        loss_u = masked_ce(logits_s, pseudo, mask)
+        loss_u = self.unlabelled_loss(logits_s, pseudo, mask)
         loss = loss_x + self.mu * loss_u
         if self.contrast > 0:
             if self.graph is None:  # a bare step() without the engine's setup()
