@@ -490,12 +490,13 @@ def test_pipeline_adapt_section_is_checked(tmp_path):
 
 
 def test_cpu_hour_pipeline_recipe_is_the_measured_recipe(tmp_path):
-    """recipes/simclr_ssfer_fer2013_cpu_hour.yaml resolves to the benchmark rows' settings (H at 3,000 steps)."""
+    """recipes/simclr_ssfer_fer2013_cpu_hour.yaml resolves to the benchmark rows' settings (row K: SimCLR 3,000
+    steps, H's stage III at 3,000 steps)."""
     from semifer.ssl.pipeline import load_recipe, stage_configs
 
     recipe = load_recipe("recipes/simclr_ssfer_fer2013_cpu_hour.yaml", None, [])
     pre, finetune, semi = stage_configs(recipe, str(tmp_path))
-    assert (pre.method, pre.model.name, pre.train.iterations, pre.train.batch_size) == ("simclr", "cnn_fer", 1500, 256)
+    assert (pre.method, pre.model.name, pre.train.iterations, pre.train.batch_size) == ("simclr", "cnn_fer", 3000, 256)
     assert pre.model.options == finetune.model.options == {"widths": [24, 48, 96, 192]}
     assert pre.train.channels_last and pre.train.amp == "fast"      # the shared machine settings reach stage I
     assert finetune.algorithm == {"name": "facemix"} and finetune.train.iterations == 2000
