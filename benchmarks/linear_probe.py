@@ -65,7 +65,6 @@ def main() -> None:
     ap.add_argument("-k", type=int, default=20, help="neighbours of the k-NN vote")
     ap.add_argument("overrides", nargs="*", help="config overrides k=v")
     args = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     for seed in args.seeds:
         cfg = load_config(args.config, [f"data.train={args.data}", f"data.seed={seed}", *args.overrides])
         data = prepare(cfg.data)

@@ -14,8 +14,8 @@ fitted to one-hot confidence that the teacher then passes to the unlabelled face
 estimates the unlabelled faces' class prior while training and logit-adjusts L_l to it
 (``semifer.algorithms.label_shift``), so pseudo-labels follow that prior and not the labels';
 ``gce_q`` > 0 replaces L_u's cross-entropy by the generalised cross-entropy with that q (Zhang &
-Sabuncu 2018), robust to the wrong pseudo-labels; ``contrast`` > 0 adds CoMatch's graph-contrastive term L_c with that weight
-(``semifer.algorithms.contrast``): L = L_l + mu L_u + contrast L_c. With ``teacher_momentum`` 0
+Sabuncu 2018), robust to the wrong pseudo-labels; ``contrast`` > 0 adds CoMatch's graph-contrastive
+term L_c with that weight (``semifer.algorithms.contrast``): L = L_l + mu L_u + contrast L_c. With ``teacher_momentum`` 0
 the teacher is the student: the FixMatch ablation of the paper's Table 12.
 
 Forward: x and u_s share the student's one gradient forward; u_w goes only through the teacher.

@@ -71,13 +71,8 @@ def average_grads_over_ranks(module: torch.nn.Module) -> None:
     """All-reduce (mean) the gradient of each trainable parameter of ``module`` as backward
     produces it. For modules outside the DDP-wrapped model, such as an algorithm's extra heads,
     whose gradients DDP does not average, so each rank's copy would drift from the others."""
-    world = dist.get_world_size()
-
-    def hook(grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.clone()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad / world
+    from semifer.algorithms.common import all_reduce_mean_
 
     for p in module.parameters():
         if p.requires_grad:
-            p.register_hook(hook)
+            p.register_hook(lambda grad: all_reduce_mean_(grad.clone()))
