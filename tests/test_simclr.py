@@ -9,7 +9,7 @@ from semifer import checkpoint as ckpt
 from semifer.models import create_model
 from semifer.models.io import init_from
 from semifer.ssl import pretrain as pre
-from semifer.ssl.simclr import SimCLR, nt_xent
+from semifer.ssl.simclr import SimCLR, global_nt_xent, nt_xent
 
 TINY_CNN = ["model.name=cnn_small", "model.options={widths: [8, 16]}"]
 
@@ -118,3 +118,28 @@ def test_linear_probe_reads_out_the_features(tmp_path):
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert [r["encoder"] for r in rows] == ["random", encoder]
     assert all(r["labelled"] == 28 and r["dim"] == 16 and 0 <= r["linear_probe"] <= 100 for r in rows)
+
+
+def _rank_global_nt_xent(rank: int):
+    """Rank r holds rows 3r..3r+2 of a 6-image batch; returns its loss and its rows' gradient."""
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    rows = slice(3 * rank, 3 * rank + 3)
+    a, b = z1[rows].clone().requires_grad_(), z2[rows].clone().requires_grad_()
+    loss, acc = global_nt_xent(a, b, tau=0.5)
+    loss.backward()
+    return loss.detach(), acc, a.grad, b.grad
+
+
+def test_simclr_negatives_span_all_ranks(on_ranks):
+    """Under torchrun the NT-Xent is the single-process one on the global batch (2N = 12 views,
+    10 negatives each), and a rank's gradient, once DDP averages it over the 2 ranks, is that loss's."""
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    z1.requires_grad_(), z2.requires_grad_()
+    full, full_acc = nt_xent(z1, z2, tau=0.5)
+    full.backward()
+    for rank, (loss, acc, g1, g2) in enumerate(on_ranks(_rank_global_nt_xent)):
+        rows = slice(3 * rank, 3 * rank + 3)
+        assert torch.allclose(loss, full.detach(), atol=1e-6) and torch.isclose(acc, full_acc)
+        assert torch.allclose(g1 / 2, z1.grad[rows], atol=1e-6) and torch.allclose(g2 / 2, z2.grad[rows], atol=1e-6)

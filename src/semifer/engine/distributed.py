@@ -76,3 +76,14 @@ def average_grads_over_ranks(module: torch.nn.Module) -> None:
     for p in module.parameters():
         if p.requires_grad:
             p.register_hook(lambda grad: all_reduce_mean_(grad.clone()))
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``x`` concatenated along dim 0 in rank order, differentiable (the backward pass
+    returns each rank its rows' gradient summed over the ranks); ``x`` itself outside torchrun.
+    For losses whose terms span the global batch, such as SimCLR's negatives."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x))

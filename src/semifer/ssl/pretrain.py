@@ -210,6 +210,11 @@ def _pretrain(cfg: PretrainConfig) -> dict:
     objective = build_objective(cfg, channels).to(d.device)  # encoder + decoder (MAE) or + head (SimCLR)
     if tc.channels_last:
         objective = objective.to(memory_format=torch.channels_last)
+    if d.enabled and d.device.type == "cuda" and cfg.method == "simclr":
+        # SimCLR's "global BN" (the paper's section 2.2): with per-device statistics the two views
+        # of an image can find each other through their batch's mean. PyTorch syncs batch norm
+        # only on accelerators; on CPU each rank normalises its own share of the batch.
+        objective = torch.nn.SyncBatchNorm.convert_sync_batchnorm(objective)
     net = torch.nn.parallel.DistributedDataParallel(objective) if d.enabled else objective
     optimizer = make_optimizer("adamw", param_groups([objective], tc.weight_decay, NO_DECAY), tc.lr,
                                betas=(tc.beta1, tc.beta2))

@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from semifer.engine.distributed import gather_with_grad
+
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
     """NT-Xent of two views [N, P] each (paper eq. 1, averaged over all 2N anchors).
@@ -31,6 +33,13 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> tuple[torch.Tenso
     loss = F.cross_entropy(sim, positive)
     accuracy = (sim.argmax(1) == positive).float().mean()
     return loss, accuracy
+
+
+def global_nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """NT-Xent over the global batch: under torchrun every rank scores all ranks' views, as the
+    paper's 2N spans all devices, so a view's negatives include the other ranks' views. Each
+    rank's loss is then the same, and DDP's mean of the ranks' gradients is that loss's gradient."""
+    return nt_xent(gather_with_grad(z1), gather_with_grad(z2), tau)
 
 
 class SimCLR(nn.Module):
@@ -59,4 +68,4 @@ class SimCLR(nn.Module):
         # Both views in one pass: batch norm then normalises over the 2N views together.
         z = self.projector(self.embed(torch.cat([x1, x2])))             # [2N, P]
         z1, z2 = z.chunk(2)
-        return nt_xent(z1, z2, self.temperature)
+        return global_nt_xent(z1, z2, self.temperature)
