@@ -503,3 +503,27 @@ def test_cpu_hour_pipeline_recipe_is_the_measured_recipe(tmp_path):
     assert (semi.train.iterations, semi.train.uratio, semi.model.init_head) == (3000, 4, False)
     assert semi.algorithm == {"name": "ema_teacher", "tau": 0.7, "teacher_momentum": 0.99, "prior": "online"}
     assert recipe["adapt"] == {"prior": True}
+
+
+def test_pipeline_under_torchrun_two_processes(tmp_path):
+    """Stages I-III train on both ranks (SimCLR with the global batch), stage IV and the files are
+    rank 0's: the table is printed once and summary.json lists the four stages."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29547",
+           "-m", "semifer.cli", "pipeline", "ssfer", "--data", "synthetic:?n=240&size=32", "--out", str(run),
+           "data.size=32", "data.labels_per_class=6", "model.name=cnn_small", "model.options={widths: [8, 16]}",
+           f"data.cache_dir={tmp_path / 'cache'}", "train.threads=1", "train.batch_size=8",
+           "train.iterations=3", "train.eval_every=3", "train.ckpt_every=3", "train.log_every=3",
+           "pretrain.method=simclr", "pretrain.train.iterations=2", "pretrain.train.batch_size=8",
+           "finetune.algorithm.detector=lbp", "semi.train.uratio=1", "adapt.prior=true"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((run / "summary.json").read_text())
+    assert [r["stage"] for r in rows] == ["I", "II", "III", "IV"]
+    assert json.loads((run / "1_pretrain" / "summary.json").read_text())["world_size"] == 2
+    assert json.loads((run / "3_ema_teacher" / "summary.json").read_text())["world_size"] == 2
+    assert proc.stdout.count("stage IV:") == 1 and proc.stdout.count("adapt_prior ") == 1

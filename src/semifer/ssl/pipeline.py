@@ -230,11 +230,16 @@ def run_ssfer(recipe: dict[str, dict], run: str, encoder: str | None = None) -> 
 
     pre, finetune, semi = stage_configs(recipe, run, encoder)
     adapt_out = os.path.join(run, FOLDERS["adapt"]) if recipe.get("adapt", {}).get("prior") else None
+    # Under torchrun every rank runs stages I-III together (each joins the process group); the
+    # rest (stage IV's few minutes of inference, the files and the table) is rank 0's alone.
+    main = int(os.environ.get("RANK", 0)) == 0
+    say = print if main else (lambda *a, **k: None)
     os.makedirs(run, exist_ok=True)
-    with open(os.path.join(run, "pipeline.yaml"), "w") as f:
-        yaml.safe_dump({"pretrain": to_dict(pre) if not encoder else {"encoder": encoder},
-                        "finetune": to_dict(finetune), "semi": to_dict(semi),
-                        "adapt": {"prior": bool(adapt_out)}}, f, sort_keys=False)
+    if main:
+        with open(os.path.join(run, "pipeline.yaml"), "w") as f:
+            yaml.safe_dump({"pretrain": to_dict(pre) if not encoder else {"encoder": encoder},
+                            "finetune": to_dict(finetune), "semi": to_dict(semi),
+                            "adapt": {"prior": bool(adapt_out)}}, f, sort_keys=False)
 
     jobs = ([] if encoder else [("I", "pretrain", pre, pretrain)]) + [
         ("II", "finetune", finetune, train), ("III", "semi", semi, train)]
@@ -242,15 +247,17 @@ def run_ssfer(recipe: dict[str, dict], run: str, encoder: str | None = None) -> 
         state = _state(cfg.out)
         note = iterations_note(cfg.out, cfg.train.iterations) if state != "new" else None
         if note:
-            print(f"stage {roman}: {note}")
+            say(f"stage {roman}: {note}")
         if state == "done":
-            print(f"stage {roman}: {cfg.out} is finished; skipped")
+            say(f"stage {roman}: {cfg.out} is finished; skipped")
             continue
-        print(f"stage {roman}: {'resuming' if state == 'resume' else 'starting'} {cfg.out}")
+        say(f"stage {roman}: {'resuming' if state == 'resume' else 'starting'} {cfg.out}")
         cfg.resume = state == "resume"
         result = fn(cfg)
         if result.get("interrupted"):
             raise KeyboardInterrupt
+    if not main:
+        return []
     if adapt_out:
         if _state(adapt_out) == "done":
             print(f"stage IV: {adapt_out} is finished; skipped")

@@ -322,7 +322,7 @@ def _pretrain(cfg: PretrainConfig) -> dict:
         encoder = {f"encoder.{k}": v for k, v in objective.encoder.state_dict().items()}
         ckpt.save_weights(os.path.join(run, "encoder.safetensors"), encoder, {**meta, "step": tc.iterations})
         summary = {"run": run, "kind": f"{cfg.method}_pretrain", "model": cfg.model.name, "images": total, "sources": report,
-                   "iterations": tc.iterations, "final_loss": last_loss, "resumed_at": start if resume_from else None,
+                   "iterations": tc.iterations, "world_size": d.world, "final_loss": last_loss, "resumed_at": start if resume_from else None,
                    "wall_s": round(time.time() - t_start, 1), "encoder": os.path.join(run, "encoder.safetensors"),
                    "config": dataclasses.asdict(cfg)}
         with open(os.path.join(run, "summary.json"), "w") as f:
