@@ -34,6 +34,16 @@ from torch.utils.flop_counter import FlopCounterMode
 from semifer.models import create_model, list_models
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what ``platform`` knows."""
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def parse_model(text: str) -> tuple[str, dict]:
     """``'cnn_small{"widths": [16, 32, 64, 128]}'`` -> ("cnn_small", {...})."""
     name, brace, rest = text.partition("{")
@@ -139,12 +149,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     peak = conv_peak(amp=args.amp, channels_last=args.channels_last)
-    cpu = platform.processor()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     common = {"threads": args.threads, "processes": args.processes, "batch": args.batch, "size": args.size, "amp": args.amp,
-              "channels_last": args.channels_last, "cpu": cpu, "torch": torch.__version__}
+              "channels_last": args.channels_last, "cpu": cpu_name(), "torch": torch.__version__}
     for text in args.models or list_models():
         row = side_by_side(text, args) if args.processes > 1 else measure(*parse_model(text), args)
         # the peak is one process's; side by side, each copy has its own cores
