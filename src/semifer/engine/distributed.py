@@ -1,6 +1,7 @@
 """torchrun-native DDP helpers: read RANK / WORLD_SIZE / LOCAL_RANK from the environment."""
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -62,8 +63,25 @@ def init_distributed(device: str = "auto") -> Dist:
     return Dist(rank, world, local, dev)
 
 
+_keep_group = False
+
+
+@contextlib.contextmanager
+def one_process_group():
+    """Keep the process group of the first run inside the block for every later one (the pipeline's
+    stages), and destroy it at the end. Destroyed and created again at once, a gloo group can hand
+    a rank its peer's old address, and the connection is refused."""
+    global _keep_group
+    _keep_group = True
+    try:
+        yield
+    finally:
+        _keep_group = False
+        cleanup()
+
+
 def cleanup() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if not _keep_group and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 

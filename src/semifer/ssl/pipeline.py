@@ -225,6 +225,7 @@ def iterations_note(folder: str, iterations: int) -> str | None:
 
 def run_ssfer(recipe: dict[str, dict], run: str, encoder: str | None = None) -> list[dict]:
     """Run (or skip / resume) the stages; print and write ``RUN/summary.json``."""
+    from semifer.engine.distributed import one_process_group
     from semifer.engine.train import train
     from semifer.ssl.pretrain import pretrain
 
@@ -243,19 +244,20 @@ def run_ssfer(recipe: dict[str, dict], run: str, encoder: str | None = None) -> 
 
     jobs = ([] if encoder else [("I", "pretrain", pre, pretrain)]) + [
         ("II", "finetune", finetune, train), ("III", "semi", semi, train)]
-    for roman, _, cfg, fn in jobs:
-        state = _state(cfg.out)
-        note = iterations_note(cfg.out, cfg.train.iterations) if state != "new" else None
-        if note:
-            say(f"stage {roman}: {note}")
-        if state == "done":
-            say(f"stage {roman}: {cfg.out} is finished; skipped")
-            continue
-        say(f"stage {roman}: {'resuming' if state == 'resume' else 'starting'} {cfg.out}")
-        cfg.resume = state == "resume"
-        result = fn(cfg)
-        if result.get("interrupted"):
-            raise KeyboardInterrupt
+    with one_process_group():  # under torchrun, one group for stages I-III
+        for roman, _, cfg, fn in jobs:
+            state = _state(cfg.out)
+            note = iterations_note(cfg.out, cfg.train.iterations) if state != "new" else None
+            if note:
+                say(f"stage {roman}: {note}")
+            if state == "done":
+                say(f"stage {roman}: {cfg.out} is finished; skipped")
+                continue
+            say(f"stage {roman}: {'resuming' if state == 'resume' else 'starting'} {cfg.out}")
+            cfg.resume = state == "resume"
+            result = fn(cfg)
+            if result.get("interrupted"):
+                raise KeyboardInterrupt
     if not main:
         return []
     if adapt_out:
