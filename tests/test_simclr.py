@@ -120,10 +120,14 @@ def test_linear_probe_reads_out_the_features(tmp_path):
     assert all(r["labelled"] == 28 and r["dim"] == 16 and 0 <= r["linear_probe"] <= 100 for r in rows)
 
 
+def _two_views() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+
+
 def _rank_global_nt_xent(rank: int):
     """Rank r holds rows 3r..3r+2 of a 6-image batch; returns its loss and its rows' gradient."""
-    g = torch.Generator().manual_seed(0)
-    z1, z2 = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    z1, z2 = _two_views()
     rows = slice(3 * rank, 3 * rank + 3)
     a, b = z1[rows].clone().requires_grad_(), z2[rows].clone().requires_grad_()
     loss, acc = global_nt_xent(a, b, tau=0.5)
@@ -134,9 +138,7 @@ def _rank_global_nt_xent(rank: int):
 def test_simclr_negatives_span_all_ranks(on_ranks):
     """Under torchrun the NT-Xent is the single-process one on the global batch (2N = 12 views,
     10 negatives each), and a rank's gradient, once DDP averages it over the 2 ranks, is that loss's."""
-    g = torch.Generator().manual_seed(0)
-    z1, z2 = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
-    z1.requires_grad_(), z2.requires_grad_()
+    z1, z2 = (z.requires_grad_() for z in _two_views())
     full, full_acc = nt_xent(z1, z2, tau=0.5)
     full.backward()
     for rank, (loss, acc, g1, g2) in enumerate(on_ranks(_rank_global_nt_xent)):

@@ -1,6 +1,9 @@
 """SSFER: MAE (stage I), FaceMix / Mixup (stage II), and the three-stage pipeline."""
 import json
 import math
+import os
+import subprocess
+import sys
 import types
 
 import pytest
@@ -441,6 +444,17 @@ def test_pipeline_says_when_a_stage_resumes_with_other_iterations(tmp_path):
     assert iterations_note(str(tmp_path / "missing"), 30) is None
 
 
+def _simclr_pipeline(tmp_path) -> list[str]:
+    """``semifer pipeline ssfer`` arguments for a seconds-long run of all four stages, stage I by
+    SimCLR on a CNN, into ``tmp_path/run``."""
+    return ["pipeline", "ssfer", "--data", "synthetic:?n=240&size=32", "--out", str(tmp_path / "run"),
+            "data.size=32", "data.labels_per_class=6", "model.name=cnn_small", "model.options={widths: [8, 16]}",
+            f"data.cache_dir={tmp_path / 'cache'}", "train.threads=1", "train.batch_size=8",
+            "train.iterations=3", "train.eval_every=3", "train.ckpt_every=3", "train.log_every=3",
+            "pretrain.method=simclr", "pretrain.train.iterations=2", "pretrain.train.batch_size=16",
+            "finetune.algorithm.detector=lbp", "semi.train.uratio=1", "adapt.prior=true"]
+
+
 def test_pipeline_with_simclr_and_the_prior_step(tmp_path, capsys):
     """Stage I by SimCLR on a CNN, then II, III and IV: the prior is stored beside stage III's
     weights, and IV's score is the adapted model's on the test split."""
@@ -449,13 +463,7 @@ def test_pipeline_with_simclr_and_the_prior_step(tmp_path, capsys):
     from semifer.cli import main
 
     run = tmp_path / "run"
-    args = ["pipeline", "ssfer", "--data", "synthetic:?n=240&size=32", "--out", str(run),
-            "data.size=32", "data.labels_per_class=6", "model.name=cnn_small", "model.options={widths: [8, 16]}",
-            f"data.cache_dir={tmp_path / 'cache'}", "train.threads=1", "train.batch_size=8",
-            "train.iterations=3", "train.eval_every=3", "train.ckpt_every=3", "train.log_every=3",
-            "pretrain.method=simclr", "pretrain.train.iterations=2", "pretrain.train.batch_size=16",
-            "finetune.algorithm.detector=lbp", "semi.train.uratio=1", "semi.model.init_head=false",
-            "adapt.prior=true"]
+    args = _simclr_pipeline(tmp_path) + ["semi.model.init_head=false"]
     assert main(args) == 0
     rows = json.loads((run / "summary.json").read_text())
     assert [r["stage"] for r in rows] == ["I", "II", "III", "IV"]
@@ -508,18 +516,9 @@ def test_cpu_hour_pipeline_recipe_is_the_measured_recipe(tmp_path):
 def test_pipeline_under_torchrun_two_processes(tmp_path):
     """Stages I-III train on both ranks (SimCLR with the global batch), stage IV and the files are
     rank 0's: the table is printed once and summary.json lists the four stages."""
-    import os
-    import subprocess
-    import sys
-
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29547",
-           "-m", "semifer.cli", "pipeline", "ssfer", "--data", "synthetic:?n=240&size=32", "--out", str(run),
-           "data.size=32", "data.labels_per_class=6", "model.name=cnn_small", "model.options={widths: [8, 16]}",
-           f"data.cache_dir={tmp_path / 'cache'}", "train.threads=1", "train.batch_size=8",
-           "train.iterations=3", "train.eval_every=3", "train.ckpt_every=3", "train.log_every=3",
-           "pretrain.method=simclr", "pretrain.train.iterations=2", "pretrain.train.batch_size=8",
-           "finetune.algorithm.detector=lbp", "semi.train.uratio=1", "adapt.prior=true"]
+           "-m", "semifer.cli"] + _simclr_pipeline(tmp_path) + ["pretrain.train.batch_size=8"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads((run / "summary.json").read_text())

@@ -48,11 +48,16 @@ class Dist:
         return [bool(v) for v in t.tolist()]
 
 
+def launch_rank() -> int:
+    """This process's rank as torchrun set it (0 outside torchrun), readable before the group exists."""
+    return int(os.environ.get("RANK", 0))
+
+
 def init_distributed(device: str = "auto") -> Dist:
     """Set up the process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
     use_cuda = resolve_device(device).type == "cuda"
     world = int(os.environ.get("WORLD_SIZE", 1))
-    rank, local = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+    rank, local = launch_rank(), int(os.environ.get("LOCAL_RANK", 0))
     if use_cuda:
         torch.cuda.set_device(local)
         dev = torch.device("cuda", local)

@@ -35,7 +35,7 @@ import torch
 
 from semifer import checkpoint as ckpt
 from semifer.engine import run_dir
-from semifer.engine.distributed import Dist, cleanup, init_distributed
+from semifer.engine.distributed import Dist, cleanup, init_distributed, launch_rank
 from semifer.engine.evaluate import resolve_amp
 from semifer.engine.schedule import fixmatch_cosine, warmup_cosine
 from semifer.io import remove_orphans
@@ -51,7 +51,7 @@ class Diverged(RuntimeError):
 def locked(out: str):
     """Hold ``out``'s lock for the block on rank 0 (``run_dir.locked``), so a second job on the
     same folder fails at once; RANK is read here because the process group does not exist yet."""
-    return run_dir.locked(out, main=int(os.environ.get("RANK", 0)) == 0)
+    return run_dir.locked(out, main=launch_rank() == 0)
 
 
 def setup(tc) -> Dist:

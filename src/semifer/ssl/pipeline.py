@@ -225,7 +225,7 @@ def iterations_note(folder: str, iterations: int) -> str | None:
 
 def run_ssfer(recipe: dict[str, dict], run: str, encoder: str | None = None) -> list[dict]:
     """Run (or skip / resume) the stages; print and write ``RUN/summary.json``."""
-    from semifer.engine.distributed import one_process_group
+    from semifer.engine.distributed import launch_rank, one_process_group
     from semifer.engine.train import train
     from semifer.ssl.pretrain import pretrain
 
@@ -233,7 +233,7 @@ def run_ssfer(recipe: dict[str, dict], run: str, encoder: str | None = None) -> 
     adapt_out = os.path.join(run, FOLDERS["adapt"]) if recipe.get("adapt", {}).get("prior") else None
     # Under torchrun every rank runs stages I-III together (each joins the process group); the
     # rest (stage IV's few minutes of inference, the files and the table) is rank 0's alone.
-    main = int(os.environ.get("RANK", 0)) == 0
+    main = launch_rank() == 0
     say = print if main else (lambda *a, **k: None)
     os.makedirs(run, exist_ok=True)
     if main:
