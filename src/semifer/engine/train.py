@@ -203,7 +203,8 @@ def _train(cfg: Config) -> dict:
         eff = tc.batch_size * d.world
         print(f"run {run}: {cfg.algorithm.get('name')} on {dc.train}, {tc.iterations} iterations, batch "
               f"{eff} labelled" + (f" + {eff * tc.uratio} unlabelled" if semi else "") +
-              f" (x{d.world} processes), device {d.device}, amp {amp}")
+              (f" in all ({tc.batch_size} labelled per process x {d.world} processes)" if d.world > 1 else "") +
+              f", device {d.device}, amp {amp}")
 
     # ---- the loop ----------------------------------------------------------------------------
     sums, pl_counts = defaultdict(float), torch.zeros(len(data.classes))
