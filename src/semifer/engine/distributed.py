@@ -107,6 +107,24 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     For losses whose terms span the global batch, such as SimCLR's negatives."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x
-    from torch.distributed.nn.functional import all_gather
+    return _GatherWithGrad.apply(x)
 
-    return torch.cat(all_gather(x))
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather whose backward sums the global batch's gradient over the ranks and hands each
+    rank its own rows (what ``torch.distributed.nn.all_gather`` did before its deprecation
+    warning, which torchrun printed once per rank)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rows = x.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)  # every rank's loss depends on every rank's rows
+        start = dist.get_rank() * ctx.rows
+        return grad[start : start + ctx.rows]
