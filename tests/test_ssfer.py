@@ -499,7 +499,7 @@ def test_pipeline_adapt_section_is_checked(tmp_path):
 
 def test_cpu_hour_pipeline_recipe_is_the_measured_recipe(tmp_path):
     """recipes/simclr_ssfer_fer2013_cpu_hour.yaml resolves to the benchmark rows' settings (row K: SimCLR 3,000
-    steps, H's stage III at 3,000 steps)."""
+    steps, H's stage III, at 1,500 steps since the fourteenth session)."""
     from semifer.ssl.pipeline import load_recipe, stage_configs
 
     recipe = load_recipe("recipes/simclr_ssfer_fer2013_cpu_hour.yaml", None, [])
@@ -508,7 +508,7 @@ def test_cpu_hour_pipeline_recipe_is_the_measured_recipe(tmp_path):
     assert pre.model.options == finetune.model.options == {"widths": [24, 48, 96, 192]}
     assert pre.train.channels_last and pre.train.amp == "fast"      # the shared machine settings reach stage I
     assert finetune.algorithm == {"name": "facemix"} and finetune.train.iterations == 2000
-    assert (semi.train.iterations, semi.train.uratio, semi.model.init_head) == (3000, 4, False)
+    assert (semi.train.iterations, semi.train.uratio, semi.model.init_head) == (1500, 4, False)
     assert semi.algorithm == {"name": "ema_teacher", "tau": 0.7, "teacher_momentum": 0.99, "prior": "online"}
     assert recipe["adapt"] == {"prior": True}
 
